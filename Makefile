@@ -1,0 +1,39 @@
+# The README's two commands. Both create .venv and install everything on first use,
+# so a fresh machine with only Python 3.11 needs nothing else.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Re-install when the dependency list changes.
+STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+EXTRAS ?= cpu,demo,test
+
+.PHONY: test demo lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+demo: $(STAMP)
+	$(BIN)/dlss-demo --output_dir=demo_output
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python bench/preprocess.py
+	$(BIN)/python bench/train_step.py
+	$(BIN)/python bench/serve.py
+
+clean:
+	rm -rf $(VENV) demo_output .pytest_cache .ruff_cache

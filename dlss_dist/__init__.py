@@ -1,0 +1,1 @@
+"""dlss_dist: deep-learned super sampling, distributed."""
