@@ -1,0 +1,358 @@
+"""SavedModel export of a generator for TF Serving, and restoring a generator from a checkpoint.
+
+The exported SavedModel is a `tf.Module` with two explicit signatures (DESIGN.md §4):
+
+* ``serving_default(image_bytes: string[N]) -> {"image_bytes": string[N]}``: encoded images
+  (JPEG, PNG, GIF, BMP, WebP) in, PNG bytes out. The names end in ``_bytes`` so TF Serving's
+  REST API accepts and returns them as ``{"b64": ...}``. Images in one batch may differ in
+  size. Grayscale inputs become RGB; an alpha channel is dropped (``channels=3``), i.e. the
+  stored colour of transparent pixels is used as is; animated GIFs use their first frame.
+* ``upscale(images: uint8[N, H, W, 3]) -> {"images": uint8[N, sH, sW, 3]}``.
+
+Both run the generator in inference mode (``training=False``), map uint8 to [-1, 1] and back
+with clip and round, and fail with a `tf.errors.InvalidArgumentError` whose message says what
+is wrong when an input is over the pixel limit chosen at export time or is not an image.
+
+The module tracks only the generator's variables and traced graphs, so loading needs nothing
+but TensorFlow: no dlss_dist, no Keras custom layers. It also carries two int64 variables,
+``scale`` and ``max_input_pixels``, that clients can read after `tf.saved_model.load`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import uuid
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+import gin
+
+DEFAULT_MAX_INPUT_PIXELS = 4_000_000
+EXPORTS_FILE = "exports.json"
+
+# Magic numbers of the formats tf.io.decode_image understands. Checking them first gives a
+# message that names the problem instead of a decoder's internal error.
+_SIGNATURES = (
+    b"\x89PNG\r\n\x1a\n",  # PNG
+    b"\xff\xd8\xff",  # JPEG
+    b"GIF87a",
+    b"GIF89a",
+    b"BM",  # BMP
+    b"\xff\x0a",  # JPEG XL codestream
+    b"\x00\x00\x00\x0cJXL ",  # JPEG XL container
+)
+
+
+def _to_model_range(images: tf.Tensor) -> tf.Tensor:
+    return tf.cast(images, tf.float32) / 127.5 - 1.0
+
+
+def _to_uint8(images: tf.Tensor) -> tf.Tensor:
+    images = (tf.clip_by_value(images, -1.0, 1.0) + 1.0) * 127.5
+    return tf.cast(tf.round(images), tf.uint8)
+
+
+def _looks_like_image(data: tf.Tensor) -> tf.Tensor:
+    """True if the scalar string starts with a signature tf.io.decode_image accepts."""
+    # Padding keeps substr in range for inputs shorter than a signature (substr raises).
+    data = tf.strings.join([data, b"\0" * 12])
+    checks = [tf.strings.substr(data, 0, len(sig)) == sig for sig in _SIGNATURES]
+    checks.append(
+        tf.logical_and(
+            tf.strings.substr(data, 0, 4) == b"RIFF", tf.strings.substr(data, 8, 4) == b"WEBP"
+        )
+    )
+    return tf.reduce_any(tf.stack(checks))
+
+
+class _GeneratorModule(tf.Module):
+    """What gets saved: the generator's variables, its traced inference call, two signatures."""
+
+    def __init__(self, generator: keras.Model, *, scale: int, max_input_pixels: int):
+        super().__init__(name="dlss_generator")
+        # Track the variables themselves, not the Keras object graph, so that loading does not
+        # need Keras or any custom layer class. Keras 3 variables wrap a tf.Variable in `.value`.
+        self.generator_variables = [getattr(v, "value", v) for v in generator.variables]
+        self.scale = tf.Variable(scale, dtype=tf.int64, trainable=False, name="scale")
+        self.max_input_pixels = tf.Variable(
+            max_input_pixels, dtype=tf.int64, trainable=False, name="max_input_pixels"
+        )
+        self._max_input_pixels = int(max_input_pixels)
+
+        # A plain closure is not trackable, so the Keras model stays out of the SavedModel.
+        def infer(images: tf.Tensor) -> tf.Tensor:
+            return generator(images, training=False)
+
+        self._infer = infer
+
+    def _check_pixels(self, height: tf.Tensor, width: tf.Tensor, what: str, *args) -> tf.Operation:
+        """Asserts height*width <= the limit; `what` is a tf.strings.format template for `args`."""
+        pixels = tf.cast(height, tf.int64) * tf.cast(width, tf.int64)
+        message = tf.strings.format(
+            what
+            + " is {}x{} = {} pixels, over this export's limit of "
+            + str(self._max_input_pixels)
+            + " input pixels (max_input_pixels, set at export time): upscale it in tiles "
+            "(dlss-upscale --tile=N) or export again with a larger limit",
+            (*args, height, width, pixels),
+        )
+        return tf.debugging.Assert(pixels <= self._max_input_pixels, [message])
+
+    def _upscale(self, images: tf.Tensor) -> tf.Tensor:
+        shape = tf.shape(images)
+        with tf.control_dependencies([self._check_pixels(shape[1], shape[2], "input image")]):
+            return _to_uint8(self._infer(_to_model_range(images)))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    def upscale(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        """uint8 [N, H, W, 3] -> {"images": uint8 [N, sH, sW, 3]}."""
+        return {"images": self._upscale(images)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serving_default(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Encoded images string[N] -> {"image_bytes": PNG string[N]}."""
+        indices = tf.range(tf.size(image_bytes, out_type=tf.int32))
+
+        def one(index: tf.Tensor) -> tf.Tensor:
+            data = image_bytes[index]
+            size = tf.strings.length(data)
+            not_image = tf.strings.format(
+                "image_bytes[{}] is not an encoded image ({} bytes, starting with {}): "
+                "expected JPEG, PNG, GIF, BMP, WebP or JPEG XL bytes; over REST send them "
+                'base64-encoded as {"b64": "..."}',
+                (index, size, tf.strings.substr(data, 0, tf.minimum(size, 8))),
+            )
+            with tf.control_dependencies(
+                [tf.debugging.Assert(_looks_like_image(data), [not_image])]
+            ):
+                image = tf.io.decode_image(data, channels=3, expand_animations=False)
+            image.set_shape([None, None, 3])
+            shape = tf.shape(image)
+            check = self._check_pixels(shape[0], shape[1], "image_bytes[{}]", index)
+            with tf.control_dependencies([check]):
+                sr = _to_uint8(self._infer(_to_model_range(image)[tf.newaxis]))[0]
+            return tf.io.encode_png(sr)
+
+        # map_fn, not a batched call: the images of one request may have different sizes.
+        outputs = tf.map_fn(one, indices, fn_output_signature=tf.TensorSpec([], tf.string))
+        return {"image_bytes": outputs}
+
+
+def infer_scale(generator: keras.Model) -> int:
+    """Returns the generator's upscaling factor, found by running an 8x8 input."""
+    output = generator(np.zeros((1, 8, 8, 3), np.float32), training=False)
+    height = int(output.shape[1])
+    if height % 8 or int(output.shape[2]) != height:
+        raise ValueError(f"generator maps an 8x8 input to {tuple(output.shape)}: not an upscaler")
+    return height // 8
+
+
+def export_generator(
+    generator: keras.Model,
+    export_path: str,
+    *,
+    scale: int,
+    max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
+) -> str:
+    """Writes `generator` as a TF Serving SavedModel to `export_path` and returns the path.
+
+    Args:
+      generator: fully convolutional Keras model, float32 NHWC images in [-1, 1] in and out.
+      export_path: directory to write (a version folder, e.g. ``<export_root>/<step>``).
+      scale: the generator's upscaling factor; checked against the model by a test call.
+      max_input_pixels: largest input H*W the signatures accept (bounds memory per request).
+    """
+    if max_input_pixels < 1:
+        raise ValueError(f"max_input_pixels must be positive, got {max_input_pixels}")
+    actual = infer_scale(generator)
+    if actual != scale:
+        raise ValueError(f"scale={scale} but the generator upscales by {actual}")
+    module = _GeneratorModule(generator, scale=scale, max_input_pixels=max_input_pixels)
+    signatures = {"serving_default": module.serving_default, "upscale": module.upscale}
+    tf.saved_model.save(module, export_path, signatures=signatures)
+    logging.info("Exported the generator (x%d) to %s", scale, export_path)
+    return export_path
+
+
+def _write_json_atomically(path: str, payload: dict) -> None:
+    temp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with tf.io.gfile.GFile(temp, "w") as f:
+        f.write(json.dumps(payload, indent=2) + "\n")
+    tf.io.gfile.rename(temp, path, overwrite=True)
+
+
+class BestExporter:
+    """Keeps the `keep` best exports (highest validation PSNR) as ``<export_root>/<step>/``.
+
+    Version folders are integers, so TF Serving pointed at `export_root` serves the newest of
+    the kept ones. Each export is written to a hidden temporary folder and renamed into
+    place, so TF Serving never sees a half-written version. Scores live in
+    ``<export_root>/exports.json`` (read back on construction, so a resumed run continues
+    the same ranking)::
+
+        {"metric": "psnr", "keep": 3, "scale": 4,
+         "exports": [{"step": 2000, "psnr": 27.1, "path": ".../2000", "time": ...}, ...]}
+
+    ``exports`` is sorted best first. In a multi-worker job call it on the chief only.
+    """
+
+    def __init__(
+        self,
+        *,
+        export_root: str,
+        scale: int,
+        keep: int = 3,
+        max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
+    ):
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        if max_input_pixels < 1:
+            raise ValueError(f"max_input_pixels must be positive, got {max_input_pixels}")
+        self.export_root = export_root
+        self.scale = scale
+        self.keep = keep
+        self.max_input_pixels = max_input_pixels
+        self._exports = self._read_exports()
+
+    @property
+    def exports(self) -> list[dict]:
+        """The kept exports, best first: dicts with step, psnr, path, time."""
+        return [dict(e) for e in self._exports]
+
+    @property
+    def best_path(self) -> str | None:
+        """Path of the best kept export, or None before the first export."""
+        return self._exports[0]["path"] if self._exports else None
+
+    def _index_path(self) -> str:
+        return os.path.join(self.export_root, EXPORTS_FILE)
+
+    def _read_exports(self) -> list[dict]:
+        path = self._index_path()
+        if not tf.io.gfile.exists(path):
+            return []
+        with tf.io.gfile.GFile(path) as f:
+            exports = json.load(f).get("exports", [])
+        # An entry whose folder is gone (deleted by hand) cannot be served; forget it.
+        return [e for e in exports if tf.io.gfile.exists(e["path"])]
+
+    def _write_index(self) -> None:
+        _write_json_atomically(
+            self._index_path(),
+            {"metric": "psnr", "keep": self.keep, "scale": self.scale, "exports": self._exports},
+        )
+
+    def maybe_export(self, generator: keras.Model, *, step: int, psnr: float) -> str | None:
+        """Exports `generator` as version `step` if its `psnr` is among the `keep` best.
+
+        Returns the export path, or None when the model was not good enough (or the PSNR is
+        not finite). A previous export of the same step is replaced.
+        """
+        step, psnr = int(step), float(psnr)
+        if not math.isfinite(psnr):
+            logging.warning("Not exporting step %d: validation PSNR is %s", step, psnr)
+            return None
+        others = [e for e in self._exports if e["step"] != step]
+        if len(others) >= self.keep and psnr <= min(e["psnr"] for e in others):
+            logging.info(
+                "Not exporting step %d: PSNR %.3f dB is not among the %d best",
+                step,
+                psnr,
+                self.keep,
+            )
+            return None
+
+        tf.io.gfile.makedirs(self.export_root)
+        final = os.path.join(self.export_root, str(step))
+        temp = os.path.join(self.export_root, f".tmp-{step}-{uuid.uuid4().hex}")
+        export_generator(generator, temp, scale=self.scale, max_input_pixels=self.max_input_pixels)
+        if tf.io.gfile.exists(final):
+            tf.io.gfile.rmtree(final)
+        tf.io.gfile.rename(temp, final)
+
+        entry = {"step": step, "psnr": psnr, "path": final, "time": time.time()}
+        ranked = sorted([*others, entry], key=lambda e: (-e["psnr"], -e["step"]))
+        self._exports, dropped = ranked[: self.keep], ranked[self.keep :]
+        # Index first, then delete: a crash in between leaves an extra folder, never an index
+        # that points at a deleted one.
+        self._write_index()
+        for old in dropped:
+            logging.info("Removing export %s (PSNR %.3f dB)", old["path"], old["psnr"])
+            if tf.io.gfile.exists(old["path"]):
+                tf.io.gfile.rmtree(old["path"])
+        logging.info("Exported step %d (PSNR %.3f dB) to %s", step, psnr, final)
+        return final
+
+
+def _import_configurables() -> None:
+    """Imports the modules whose gin configurables an operative config may mention."""
+    import dlss_dist.models  # noqa: F401  (registers build_generator and the networks)
+
+    try:
+        import dlss_dist.training  # noqa: F401  (registers train_loop etc.)
+    except ImportError as e:
+        # Only tolerate the package being absent, not a broken import inside it.
+        if e.name not in ("dlss_dist.training",):
+            raise
+
+
+def resolve_checkpoint(model_dir: str, checkpoint: str | None = None) -> str:
+    """Returns a checkpoint prefix: `checkpoint` itself, the newest in a directory, or the
+    newest in ``<model_dir>/checkpoints``. Raises FileNotFoundError naming what was searched."""
+    if checkpoint is None:
+        checkpoint = os.path.join(model_dir, "checkpoints")
+    if tf.io.gfile.isdir(checkpoint):
+        latest = tf.train.latest_checkpoint(checkpoint)
+        if latest is None:
+            raise FileNotFoundError(f"no checkpoint found in {checkpoint}")
+        return latest
+    if not tf.io.gfile.exists(checkpoint + ".index"):
+        raise FileNotFoundError(f"checkpoint {checkpoint} not found (no {checkpoint}.index)")
+    return checkpoint
+
+
+def checkpoint_step(checkpoint: str) -> int | None:
+    """The training step stored in a checkpoint, or None if it has no `step` variable."""
+    names = dict(tf.train.list_variables(checkpoint))
+    key = "step/.ATTRIBUTES/VARIABLE_VALUE"
+    return int(tf.train.load_variable(checkpoint, key)) if key in names else None
+
+
+def load_generator(model_dir: str, checkpoint: str | None = None) -> tuple[keras.Model, int]:
+    """Builds the generator from ``<model_dir>/operative_config.gin`` and restores its weights.
+
+    Args:
+      model_dir: a training model directory.
+      checkpoint: a checkpoint prefix or directory; default: the newest in
+        ``<model_dir>/checkpoints``.
+
+    Returns:
+      (generator, scale). The EMA weights are restored when the checkpoint has them.
+    """
+    _import_configurables()
+    config = os.path.join(model_dir, "operative_config.gin")
+    if not tf.io.gfile.exists(config):
+        raise FileNotFoundError(f"{config} not found: is {model_dir} a training model_dir?")
+    path = resolve_checkpoint(model_dir, checkpoint)
+
+    from dlss_dist.models import build_generator
+
+    with tf.io.gfile.GFile(config) as f, gin.unlock_config():
+        gin.parse_config(f.read(), skip_unknown=False)
+    generator = build_generator()
+
+    names = {name for name, _ in tf.train.list_variables(path)}
+    attribute = (
+        "ema_generator" if any(n.startswith("ema_generator/") for n in names) else "generator"
+    )
+    status = tf.train.Checkpoint(**{attribute: generator}).read(path).expect_partial()
+    # Fails loudly if the operative config builds a different architecture than was saved.
+    status.assert_existing_objects_matched()
+    logging.info("Restored %s weights from %s", attribute, path)
+    return generator, infer_scale(generator)
