@@ -1,0 +1,153 @@
+"""Building blocks shared by the generators and discriminators.
+
+Two small serialisable Keras layers (pixel shuffle and the in-graph bicubic resize) and the
+argument checks every builder runs before it creates a single variable, so a bad gin binding
+fails at build time with a message that names the binding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+
+NORMALIZATIONS = ("batch", "sync_batch", "none")
+ACTIVATIONS = ("relu", "prelu", "leaky_relu")
+
+
+@keras.saving.register_keras_serializable(package="dlss_dist")
+class PixelShuffle(keras.layers.Layer):
+    """Sub-pixel convolution upsampling: [N, H, W, C·b²] -> [N, H·b, W·b, C] (depth_to_space)."""
+
+    def __init__(self, block_size: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.block_size = check_positive_int("block_size", block_size, minimum=2)
+
+    def call(self, inputs):
+        return tf.nn.depth_to_space(inputs, self.block_size)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        b = self.block_size
+        if c is not None and c % (b * b):
+            raise ValueError(
+                f"PixelShuffle(block_size={b}) needs channels divisible by {b * b}, got {c}."
+            )
+        return (
+            n,
+            None if h is None else h * b,
+            None if w is None else w * b,
+            None if c is None else c // (b * b),
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "block_size": self.block_size}
+
+
+@keras.saving.register_keras_serializable(package="dlss_dist")
+class BicubicUpsample(keras.layers.Layer):
+    """Enlarges images `scale`× with `tf.image.resize(method="bicubic", antialias=False)`.
+
+    Only used to enlarge (the generators' global skip), where antialiasing does nothing;
+    LR images are never made with this layer (see `dlss_dist.imaging.degrade_bicubic`).
+    """
+
+    def __init__(self, scale: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = check_positive_int("scale", scale, minimum=2)
+
+    def call(self, inputs):
+        size = tf.shape(inputs)[1:3] * self.scale
+        resized = tf.image.resize(inputs, size, method="bicubic", antialias=False)
+        # tf.image.resize returns float32 for every method but nearest; keep the layer's dtype.
+        return tf.cast(resized, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        s = self.scale
+        return (n, None if h is None else h * s, None if w is None else w * s, c)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
+
+
+def check_positive_int(name: str, value, *, minimum: int = 1) -> int:
+    """Returns `value` if it is an int ≥ `minimum`, else raises ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer ≥ {minimum}, got {value!r}.")
+    return value
+
+
+def check_non_negative_int(name: str, value) -> int:
+    """Returns `value` if it is an int ≥ 0, else raises ValueError naming `name`."""
+    return check_positive_int(name, value, minimum=0)
+
+
+def check_positive_float(name: str, value) -> float:
+    """Returns `value` as float if it is a finite number > 0, else raises ValueError."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"`{name}` must be a positive number, got {value!r}.")
+    return float(value)
+
+
+def check_choice(name: str, value, choices: Sequence[str]) -> str:
+    """Returns `value` if it is one of `choices`, else raises ValueError listing them."""
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, choices))}; got {value!r}.")
+    return value
+
+
+def check_scale(name: str, value) -> int:
+    """Returns the scale if it is a power of 2 ≥ 2 (one ×2 upsampling stage per factor of 2)."""
+    check_positive_int(name, value, minimum=2)
+    if value & (value - 1):
+        raise ValueError(
+            f"`{name}` must be a power of 2 (2, 4, 8, ...): the generator upsamples in ×2 "
+            f"stages; got {value}."
+        )
+    return value
+
+
+def check_kernel(name: str, value) -> tuple[int, int]:
+    """Accepts an int k or a pair (kh, kw) of positive ints; returns the pair."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2:
+        raise ValueError(f"`{name}` must be an int or a pair of ints, got {value!r}.")
+    for k in value:
+        check_positive_int(name, k)
+    return int(value[0]), int(value[1])
+
+
+def num_doublings(scale: int) -> int:
+    """log2 of a power-of-2 scale: the number of ×2 upsampling stages."""
+    return scale.bit_length() - 1
+
+
+def normalization_layer(kind: str, name: str) -> keras.layers.Layer | None:
+    """A BatchNormalization layer for "batch" / "sync_batch", None for "none".
+
+    "sync_batch" computes the batch statistics over the global batch across replicas, so the
+    model's output does not depend on how many replicas share the batch.
+    """
+    if kind == "batch":
+        return keras.layers.BatchNormalization(name=name)
+    if kind == "sync_batch":
+        return keras.layers.BatchNormalization(synchronized=True, name=name)
+    return None
+
+
+def activation_layer(kind: str, name: str, *, leaky_relu_slope: float = 0.2) -> keras.layers.Layer:
+    """A ReLU, PReLU (one slope per channel, so it works at any image size) or LeakyReLU."""
+    if kind == "relu":
+        return keras.layers.ReLU(name=name)
+    if kind == "prelu":
+        return keras.layers.PReLU(shared_axes=[1, 2], name=name)
+    return keras.layers.LeakyReLU(negative_slope=leaky_relu_slope, name=name)
