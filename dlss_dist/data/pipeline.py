@@ -1,0 +1,238 @@
+"""tf.data input functions for tf.distribute over the Beam job's TFRecords.
+
+Data order is a pure function of (seed, step): a resumed run reads exactly the batches an
+uninterrupted run would have read next, without checkpointing the iterator (distributed
+iterators are not checkpointable). Each epoch shuffles files and records with a seed derived
+from (seed, epoch), and every example's crop and flip come from a stateless seed derived from
+(seed, input pipeline, epoch, position in epoch). To resume at step `s`, the pipeline starts
+at the epoch that step falls in and skips the raw (still encoded) records already consumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gin
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from dlss_dist import imaging
+from dlss_dist.data import schema
+
+InputFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
+
+
+def to_float(image: tf.Tensor) -> tf.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1], the models' image range."""
+    return tf.cast(image, tf.float32) / 127.5 - 1.0
+
+
+def to_uint8(image: tf.Tensor) -> tf.Tensor:
+    """float32 [-1, 1] -> uint8, clipped and rounded."""
+    return tf.cast(tf.round(tf.clip_by_value((image + 1.0) * 127.5, 0.0, 255.0)), tf.uint8)
+
+
+def check_compatible(
+    manifest: dict, *, scale: int, hr_patch_size: int, degradation: str | None
+) -> None:
+    """Raises ValueError when a dataset cannot feed a config.
+
+    Args:
+      manifest: the dataset's manifest.json contents.
+      scale: the config's super-resolution factor.
+      hr_patch_size: the config's HR training crop, in pixels.
+      degradation: the LR-making function the config expects (None accepts any).
+    """
+    if manifest.get("scale") != scale:
+        raise ValueError(
+            f"The dataset was made with scale {manifest.get('scale')} but the config trains "
+            f"scale {scale}: re-run dlss-preprocess with --scale={scale} or change SCALE."
+        )
+    if degradation is not None and manifest.get("degradation") != degradation:
+        raise ValueError(
+            f"The dataset's LR images come from degradation {manifest.get('degradation')!r} "
+            f"but the config expects {degradation!r}; results would not be comparable. "
+            "Bind make_input_fn.degradation to the dataset's value (or None) if intended."
+        )
+    if hr_patch_size % scale:
+        raise ValueError(f"hr_patch_size={hr_patch_size} is not divisible by scale={scale}.")
+    hr_size = manifest.get("hr_size")
+    if hr_size and hr_patch_size > hr_size:
+        raise ValueError(
+            f"hr_patch_size={hr_patch_size} is larger than the dataset's images ({hr_size}px)."
+        )
+
+
+def _shard_lengths(data_dir: str, split: str, files: list[str]) -> list[int]:
+    """Examples per shard file, from the TFDS metadata the Beam job wrote."""
+    info = tfds.builder_from_directory(data_dir).info
+    lengths = list(info.splits[split].shard_lengths)
+    if len(lengths) != len(files):
+        raise ValueError(
+            f"{data_dir}: dataset_info.json lists {len(lengths)} shards for split {split!r} "
+            f"but {len(files)} files exist; the dataset is incomplete or was modified."
+        )
+    return lengths
+
+
+def random_paired_crop(
+    lr: tf.Tensor, hr: tf.Tensor, *, scale: int, hr_patch_size: int, seed: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Crops aligned patches: the LR window times `scale` is exactly the HR window."""
+    lr_patch = hr_patch_size // scale
+    lr_shape = tf.shape(lr)
+    tf.debugging.assert_equal(
+        tf.shape(hr)[:2],
+        lr_shape[:2] * scale,
+        message=f"an example's HR size is not {scale}x its LR size",
+    )
+    tf.debugging.assert_greater_equal(
+        tf.reduce_min(lr_shape[:2]),
+        lr_patch,
+        message=f"an example is smaller than the {hr_patch_size}px HR crop",
+    )
+    seed_y, seed_x = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    y = tf.random.stateless_uniform([], seed_y, 0, lr_shape[0] - lr_patch + 1, dtype=tf.int32)
+    x = tf.random.stateless_uniform([], seed_x, 0, lr_shape[1] - lr_patch + 1, dtype=tf.int32)
+    lr = lr[y : y + lr_patch, x : x + lr_patch]
+    hr = hr[y * scale : (y + lr_patch) * scale, x * scale : (x + lr_patch) * scale]
+    lr.set_shape([lr_patch, lr_patch, 3])
+    hr.set_shape([hr_patch_size, hr_patch_size, 3])
+    return lr, hr
+
+
+def random_dihedral(
+    lr: tf.Tensor, hr: tf.Tensor, *, seed: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Applies the same one of the 8 flips/90-degree rotations to both images."""
+    choice = tf.random.stateless_uniform([], seed, 0, 8, dtype=tf.int32)
+
+    def transform(image):
+        image = tf.cond(choice >= 4, lambda: tf.image.flip_left_right(image), lambda: image)
+        return tf.image.rot90(image, k=choice % 4)
+
+    return transform(lr), transform(hr)
+
+
+@gin.configurable(denylist=["data_dir", "start_step"])
+def make_input_fn(
+    data_dir: str,
+    *,
+    start_step: int = 0,
+    split: str = "train",
+    global_batch_size: int = gin.REQUIRED,
+    scale: int = gin.REQUIRED,
+    hr_patch_size: int = gin.REQUIRED,
+    degradation: str | None = imaging.DEGRADATION,
+    seed: int = 0,
+    augment: bool = True,
+    shuffle_buffer: int = 1024,
+    cycle_length: int = 4,
+) -> InputFn:
+    """Builds `input_fn(input_context)` for `strategy.distribute_datasets_from_function`.
+
+    Args:
+      data_dir: a dataset written by `dlss-preprocess`.
+      start_step: the global step training resumes at; data continues from there.
+      split: which split to train on.
+      global_batch_size: examples per step over all replicas.
+      scale: the super-resolution factor; must equal the dataset's.
+      hr_patch_size: side of the random HR training crop, in pixels.
+      degradation: the LR-making function the dataset must have used (None: any).
+      seed: data-order seed.
+      augment: apply random flips and 90-degree rotations.
+      shuffle_buffer: records shuffled together within an epoch.
+      cycle_length: shard files read in parallel.
+
+    Returns:
+      A function of a `tf.distribute.InputContext` returning a dataset of per-replica
+      batches `(lr, hr)`, float32 in [-1, 1].
+    """
+    manifest = schema.read_manifest(data_dir)
+    check_compatible(manifest, scale=scale, hr_patch_size=hr_patch_size, degradation=degradation)
+    files = schema.tfrecord_files(data_dir, split)
+    if not files:
+        raise ValueError(f"{data_dir} has no examples in split {split!r}.")
+    lengths = _shard_lengths(data_dir, split, files)
+    if start_step < 0:
+        raise ValueError(f"start_step must be >= 0, got {start_step}.")
+
+    def input_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        pipelines, pipeline_id = context.num_input_pipelines, context.input_pipeline_id
+        if global_batch_size % pipelines:
+            raise ValueError(
+                f"GLOBAL_BATCH_SIZE={global_batch_size} does not divide over {pipelines} "
+                "input pipelines (workers)."
+            )
+        per_replica_batch = context.get_per_replica_batch_size(global_batch_size)
+        # Shard by file when every pipeline gets at least one; otherwise every pipeline
+        # reads all files and keeps every `pipelines`-th record.
+        by_file = len(files) >= pipelines
+        own_files = files[pipeline_id::pipelines] if by_file else files
+        if by_file:
+            epoch_size = sum(lengths[pipeline_id::pipelines])
+        else:
+            epoch_size = len(range(pipeline_id, sum(lengths), pipelines))
+        if epoch_size == 0:
+            raise ValueError(f"Input pipeline {pipeline_id} of {pipelines} has no examples.")
+        consumed = start_step * (global_batch_size // pipelines)
+        start_epoch, skip = divmod(consumed, epoch_size)
+
+        def epoch_records(epoch):
+            epoch_seed = seed * 1_000_003 + epoch
+            names = tf.data.Dataset.from_tensor_slices(own_files)
+            names = names.shuffle(len(own_files), seed=epoch_seed)
+            records = names.interleave(
+                tf.data.TFRecordDataset,
+                cycle_length=min(cycle_length, len(own_files)),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True,
+            )
+            if not by_file:
+                records = records.shard(pipelines, pipeline_id)
+            records = records.shuffle(shuffle_buffer, seed=epoch_seed)
+            return records.enumerate().map(lambda index, record: (epoch, index, record))
+
+        def parse(epoch, index, record):
+            example = schema.decode_example(record)
+            seed_tensor = tf.stack(
+                [tf.constant(seed * 65_537 + pipeline_id, tf.int64), epoch * (1 << 32) + index]
+            )
+            crop_seed, flip_seed = tf.unstack(
+                tf.random.experimental.stateless_split(seed_tensor, 2)
+            )
+            lr, hr = random_paired_crop(
+                example["lr"],
+                example["hr"],
+                scale=scale,
+                hr_patch_size=hr_patch_size,
+                seed=crop_seed,
+            )
+            if augment:
+                lr, hr = random_dihedral(lr, hr, seed=flip_seed)
+            return to_float(lr), to_float(hr)
+
+        dataset = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max)
+        dataset = dataset.flat_map(epoch_records).skip(skip)
+        dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        dataset = dataset.batch(per_replica_batch, drop_remainder=True)
+        options = tf.data.Options()
+        options.deterministic = True
+        # Sharding is done above, explicitly; tf.distribute must not shard again.
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+    return input_fn
+
+
+def load_examples(data_dir: str, split: str, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Reads the first `count` examples of a split as uint8 (lr, hr) pairs, uncropped.
+
+    Used for sample grids and validation PSNR, where a fixed set of whole images is wanted.
+    """
+    files = schema.tfrecord_files(data_dir, split)
+    if not files or count <= 0:
+        return []
+    dataset = tf.data.TFRecordDataset(files).take(count).map(schema.decode_example)
+    return [(example["lr"].numpy(), example["hr"].numpy()) for example in dataset]
