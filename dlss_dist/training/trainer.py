@@ -171,7 +171,7 @@ class Trainer:
             loss = optimizer.scale_loss(loss)
         gradients = tape.gradient(loss, variables)
         # LossScaleOptimizer unscales and skips non-finite steps itself.
-        optimizer.apply_gradients(zip(gradients, variables))
+        optimizer.apply_gradients(zip(gradients, variables, strict=True))
 
     def _generator_content_loss(self, hr, sr) -> tuple[tf.Tensor, tf.Tensor]:
         pixel = losses.pixel_loss(hr, sr, kind=self._pixel_loss)
@@ -246,7 +246,7 @@ class Trainer:
         decay = self._ema_decay
         pairs = [
             (ema.value, weight.value)
-            for ema, weight in zip(self.ema_generator.weights, self.generator.weights)
+            for ema, weight in zip(self.ema_generator.weights, self.generator.weights, strict=True)
         ]
 
         def assign(ema, weight):
