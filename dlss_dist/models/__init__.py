@@ -11,9 +11,9 @@ and the trainer calls `build_generator()` / `build_discriminator()`.
 
 from __future__ import annotations
 
+import gin
 import keras
 
-import gin
 from dlss_dist.models import discriminators, generators, losses
 from dlss_dist.models.discriminators import (
     dcgan_discriminator,

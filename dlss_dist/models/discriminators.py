@@ -9,9 +9,9 @@ Select one with `build_discriminator.network = @srgan_discriminator` (or `@dcgan
 
 from __future__ import annotations
 
+import gin
 import keras
 
-import gin
 from dlss_dist.models.layers import (
     NORMALIZATIONS,
     check_choice,

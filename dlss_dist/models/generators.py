@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import gin
 import keras
 
-import gin
 from dlss_dist.models.layers import (
     ACTIVATIONS,
     NORMALIZATIONS,

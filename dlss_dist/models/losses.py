@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import tempfile
 
+import gin
 import keras
 import tensorflow as tf
 
-import gin
 from dlss_dist.models.layers import check_choice, check_positive_float
 
 PIXEL_LOSSES = ("mse", "l1", "charbonnier")
