@@ -26,12 +26,11 @@ import os
 import time
 import uuid
 
+import gin
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
-
-import gin
 
 DEFAULT_MAX_INPUT_PIXELS = 4_000_000
 EXPORTS_FILE = "exports.json"
@@ -291,14 +290,23 @@ class BestExporter:
 
 
 def _import_configurables() -> None:
-    """Imports the modules whose gin configurables an operative config may mention."""
-    import dlss_dist.models  # noqa: F401  (registers build_generator and the networks)
+    """Imports every module whose gin configurables an operative config may mention."""
+    try:
+        from dlss_dist import config
+    except ImportError as e:
+        if e.name != "dlss_dist.config":
+            raise
+    else:
+        config.register_configurables()
+        return
+    # Without the shared registry, import what exists: the models, then training if present.
+    import dlss_dist.models  # noqa: F401
 
     try:
-        import dlss_dist.training  # noqa: F401  (registers train_loop etc.)
+        import dlss_dist.training  # noqa: F401
     except ImportError as e:
         # Only tolerate the package being absent, not a broken import inside it.
-        if e.name not in ("dlss_dist.training",):
+        if e.name != "dlss_dist.training":
             raise
 
 

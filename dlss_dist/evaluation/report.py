@@ -1,0 +1,114 @@
+"""Pictures for people: labelled comparison grids, GIFs, and cross-faded frames."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image, ImageDraw
+
+_LABEL_HEIGHT = 14
+_GAP = 4
+
+
+def comparison_grid(
+    panels: Sequence[tuple[str, np.ndarray]], *, background: int = 255
+) -> np.ndarray:
+    """Places equally sized panels side by side, each with its label above it.
+
+    Args:
+      panels: (label, HxWx3 uint8 image) pairs, e.g. nearest | bicubic | SR | HR; all the
+        same size (enlarge the LR input with nearest neighbour first).
+      background: grey level of the gaps and the label strip.
+
+    Returns:
+      A uint8 RGB image of height H + 14 and width n*W + 4*(n-1).
+    """
+    if not panels:
+        raise ValueError("comparison_grid needs at least one panel")
+    shapes = {image.shape for _, image in panels}
+    if len(shapes) != 1:
+        raise ValueError(f"panels must have one size, got {sorted(shapes)}")
+    height, width, _ = panels[0][1].shape
+    canvas = Image.new(
+        "RGB",
+        (len(panels) * width + (len(panels) - 1) * _GAP, height + _LABEL_HEIGHT),
+        (background,) * 3,
+    )
+    draw = ImageDraw.Draw(canvas)
+    for i, (label, image) in enumerate(panels):
+        x = i * (width + _GAP)
+        canvas.paste(Image.fromarray(np.asarray(image, np.uint8)), (x, _LABEL_HEIGHT))
+        draw.text((x + 2, 1), label, fill=(0, 0, 0))
+    return np.asarray(canvas)
+
+
+def crossfade(first: np.ndarray, last: np.ndarray, num_between: int) -> list[np.ndarray]:
+    """Linear blends from `first` to `last`: [first, num_between blends, last] (uint8).
+
+    The blends are at t = k / (num_between + 1), k = 1..num_between; images must have the
+    same shape.
+    """
+    if first.shape != last.shape:
+        raise ValueError(f"cannot cross-fade images of shapes {first.shape} and {last.shape}")
+    if num_between < 0:
+        raise ValueError(f"num_between must be >= 0, got {num_between}")
+    a, b = first.astype(np.float64), last.astype(np.float64)
+    frames = [first.astype(np.uint8)]
+    for k in range(1, num_between + 1):
+        t = k / (num_between + 1)
+        frames.append(np.clip(np.round((1 - t) * a + t * b), 0, 255).astype(np.uint8))
+    frames.append(last.astype(np.uint8))
+    return frames
+
+
+def _pad_to(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    if image.size == size:
+        return image
+    canvas = Image.new("RGB", size)
+    canvas.paste(image, ((size[0] - image.width) // 2, (size[1] - image.height) // 2))
+    return canvas
+
+
+def write_gif(frames: Iterable[np.ndarray | str], path: str, *, fps: float = 10.0) -> int:
+    """Writes an endlessly looping GIF and returns its number of frames.
+
+    Args:
+      frames: HxWx3 uint8 arrays or paths of image files, in order. Frames of different sizes
+        are centred on a black canvas of the largest size.
+      path: output file (local or any tf.io.gfile path).
+      fps: frames per second.
+
+    GIF stores 256 colours per frame (an adaptive palette is chosen per frame). Pillow merges
+    a frame identical to the one before it into a longer frame, so identical consecutive
+    inputs give fewer frames; the return value counts the frames written.
+    """
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    images = []
+    for frame in frames:
+        if isinstance(frame, str):
+            with tf.io.gfile.GFile(frame, "rb") as f:
+                image = Image.open(io.BytesIO(f.read())).convert("RGB")
+        else:
+            image = Image.fromarray(np.asarray(frame, np.uint8))
+        images.append(image)
+    if not images:
+        raise ValueError("write_gif needs at least one frame")
+    size = (max(i.width for i in images), max(i.height for i in images))
+    images = [_pad_to(i, size).quantize(256) for i in images]
+    buffer = io.BytesIO()
+    images[0].save(
+        buffer,
+        format="GIF",
+        save_all=True,
+        append_images=images[1:],
+        duration=max(1, round(1000 / fps)),
+        loop=0,
+    )
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(buffer.getvalue())
+    with Image.open(io.BytesIO(buffer.getvalue())) as written:
+        return written.n_frames

@@ -1,0 +1,337 @@
+"""Upscaling images with an exported SavedModel: tiling, folders, frames, GIFs.
+
+The library behind ``dlss-upscale`` (and used by ``dlss-eval``). Images are HxWx3 uint8 RGB
+arrays decoded by `dlss_dist.imaging`, so alpha, EXIF orientation and odd modes are handled
+the same way as in training data.
+
+Tiling (`upscale_tiled`) splits the input into tiles of ``tile`` x ``tile`` pixels that
+overlap their neighbours by ``tile_overlap`` pixels on each side; only each tile's centre
+(its "core") is kept, so every output pixel comes from a tile that saw at least
+``tile_overlap`` input pixels of real context around it. When ``tile_overlap`` covers the
+generator's receptive field, the result equals the untiled one up to float rounding; the
+cost is the recomputed overlap. Tiles are processed one at a time into a preallocated uint8
+output, so working memory depends on the tile size, not on the image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from dlss_dist import imaging
+from dlss_dist.evaluation import report
+
+DEFAULT_TILE_OVERLAP = 16
+# Tile used when an image is over the export's pixel limit and no --tile was given.
+AUTO_TILE = 512
+FAILURES_FILE = "failures.json"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+# uint8 [1, h, w, 3] -> uint8 [1, h*s, w*s, 3]
+BatchUpscaleFn = Callable[[np.ndarray], np.ndarray]
+
+
+def resolve_savedmodel(path: str) -> str:
+    """Returns a SavedModel directory for `path`.
+
+    `path` may be a SavedModel itself, or an export root (``<model_dir>/export``): then the
+    best export listed in its ``exports.json`` is used, or else the highest integer version.
+    """
+    if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+        return path
+    index = os.path.join(path, "exports.json")
+    if tf.io.gfile.exists(index):
+        with tf.io.gfile.GFile(index) as f:
+            exports = json.load(f).get("exports", [])
+        for entry in exports:  # best first
+            if tf.io.gfile.exists(os.path.join(entry["path"], "saved_model.pb")):
+                return entry["path"]
+    if tf.io.gfile.isdir(path):
+        versions = [
+            int(name.rstrip("/"))
+            for name in tf.io.gfile.listdir(path)
+            if name.rstrip("/").isdigit()
+            and tf.io.gfile.exists(os.path.join(path, name.rstrip("/"), "saved_model.pb"))
+        ]
+        if versions:
+            return os.path.join(path, str(max(versions)))
+    raise FileNotFoundError(
+        f"{path} is neither a SavedModel (no saved_model.pb) nor an export root with "
+        "integer version folders"
+    )
+
+
+class SavedModelUpscaler:
+    """A loaded dlss_dist SavedModel: ``upscaler(image)`` -> the image ``scale``x larger.
+
+    Attributes:
+      path: the SavedModel directory that was loaded.
+      scale: upscaling factor.
+      max_input_pixels: the export's limit on input H*W; larger images are tiled.
+    """
+
+    def __init__(self, path: str):
+        self.path = resolve_savedmodel(path)
+        self._loaded = tf.saved_model.load(self.path)
+        if "upscale" not in self._loaded.signatures:
+            raise ValueError(f"{self.path} has no `upscale` signature: not a dlss_dist export")
+        self._upscale = self._loaded.signatures["upscale"]
+        self.scale = int(self._loaded.scale.numpy())
+        self.max_input_pixels = int(self._loaded.max_input_pixels.numpy())
+        logging.info("Loaded %s (x%d)", self.path, self.scale)
+
+    def upscale_batch(self, images: np.ndarray) -> np.ndarray:
+        """uint8 [N, H, W, 3] -> uint8 [N, sH, sW, 3] in one call (no tiling)."""
+        return self._upscale(images=tf.convert_to_tensor(images, tf.uint8))["images"].numpy()
+
+    def __call__(self, image: np.ndarray, *, tile: int = 0, tile_overlap: int | None = None):
+        """Upscales one HxWx3 uint8 image, tiled if `tile` > 0 or the image is over the limit."""
+        if tile * tile > self.max_input_pixels:
+            raise ValueError(
+                f"tile={tile} gives {tile * tile} pixels per tile, over this export's limit of "
+                f"{self.max_input_pixels} (max_input_pixels); use a smaller tile"
+            )
+        return upscale_image(
+            self.upscale_batch,
+            image,
+            scale=self.scale,
+            max_input_pixels=self.max_input_pixels,
+            tile=tile,
+            tile_overlap=tile_overlap,
+        )
+
+
+def _windows(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """(core_start, core_end, window_start, window_end) along one axis."""
+    core = tile - 2 * overlap
+    result = []
+    for start in range(0, length, core):
+        end = min(start + core, length)
+        # Full-size windows wherever the image allows: more context, and one input shape.
+        window_start = min(max(start - overlap, 0), max(length - tile, 0))
+        window_end = min(window_start + tile, length)
+        result.append((start, end, window_start, window_end))
+    return result
+
+
+def upscale_tiled(
+    upscale_fn: BatchUpscaleFn,
+    image: np.ndarray,
+    *,
+    scale: int,
+    tile: int,
+    tile_overlap: int = DEFAULT_TILE_OVERLAP,
+) -> np.ndarray:
+    """Upscales `image` tile by tile into a preallocated uint8 output (see module docstring).
+
+    Args:
+      upscale_fn: uint8 [1, h, w, 3] -> uint8 [1, h*scale, w*scale, 3].
+      image: HxWx3 uint8.
+      scale: the upscaling factor of `upscale_fn`.
+      tile: tile side in input pixels, overlap included.
+      tile_overlap: input pixels of context on each side of a tile's kept core.
+
+    Returns:
+      The (H*scale)x(W*scale)x3 uint8 image.
+    """
+    if tile_overlap < 0:
+        raise ValueError(f"tile_overlap must be >= 0, got {tile_overlap}")
+    if tile <= 2 * tile_overlap:
+        raise ValueError(
+            f"tile={tile} must be larger than 2 * tile_overlap = {2 * tile_overlap} "
+            "(each tile keeps a core of tile - 2*tile_overlap pixels)"
+        )
+    height, width, channels = image.shape
+    output = np.empty((height * scale, width * scale, channels), np.uint8)
+    rows, cols = _windows(height, tile, tile_overlap), _windows(width, tile, tile_overlap)
+    logging.info(
+        "Upscaling %dx%d in %d tiles of %d px (overlap %d)",
+        height,
+        width,
+        len(rows) * len(cols),
+        tile,
+        tile_overlap,
+    )
+    for y0, y1, wy0, wy1 in rows:
+        for x0, x1, wx0, wx1 in cols:
+            result = upscale_fn(image[np.newaxis, wy0:wy1, wx0:wx1])[0]
+            output[y0 * scale : y1 * scale, x0 * scale : x1 * scale] = result[
+                (y0 - wy0) * scale : (y1 - wy0) * scale, (x0 - wx0) * scale : (x1 - wx0) * scale
+            ]
+    return output
+
+
+def upscale_image(
+    upscale_fn: BatchUpscaleFn,
+    image: np.ndarray,
+    *,
+    scale: int,
+    max_input_pixels: int | None = None,
+    tile: int = 0,
+    tile_overlap: int | None = None,
+) -> np.ndarray:
+    """Upscales one image, tiling when asked (`tile` > 0) or when it is over the pixel limit.
+
+    An image that fits in one tile is upscaled in one call.
+    """
+    overlap = DEFAULT_TILE_OVERLAP if tile_overlap is None else tile_overlap
+    height, width = image.shape[:2]
+    if not tile and max_input_pixels is not None and height * width > max_input_pixels:
+        tile = min(AUTO_TILE, int(max_input_pixels**0.5))
+        overlap = min(overlap, (tile - 1) // 4)
+        logging.info("%dx%d is over the export's pixel limit: tiling by %d", height, width, tile)
+    if tile and (height > tile or width > tile):
+        return upscale_tiled(upscale_fn, image, scale=scale, tile=tile, tile_overlap=overlap)
+    return upscale_fn(image[np.newaxis])[0]
+
+
+def natural_sort_key(path: str) -> list:
+    """Sort key that orders frame2 before frame10."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path)]
+
+
+def list_inputs(paths: Sequence[str]) -> tuple[list[str], list[dict]]:
+    """Expands files and folders (their images, non-recursively) in natural order.
+
+    Returns:
+      (files, failures): failures are {"input", "reason", "message"} for missing paths and
+      folders without images.
+    """
+    files, failures = [], []
+    for path in paths:
+        if tf.io.gfile.isdir(path):
+            names = [
+                n
+                for n in tf.io.gfile.listdir(path)
+                if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")
+            ]
+            if not names:
+                failures.append(
+                    {"input": path, "reason": "no_images", "message": "folder has no image files"}
+                )
+            files.extend(os.path.join(path, n) for n in sorted(names, key=natural_sort_key))
+        elif tf.io.gfile.exists(path):
+            files.append(path)
+        else:
+            failures.append({"input": path, "reason": "not_found", "message": "no such file"})
+    return files, failures
+
+
+@dataclasses.dataclass
+class UpscaleResult:
+    """What `upscale_files` did: written PNGs, the GIF, and the inputs that failed."""
+
+    outputs: list[str]
+    failures: list[dict]
+    gif: str | None = None
+    gif_frames: int = 0
+
+
+def _output_names(files: Sequence[str]) -> list[str]:
+    """<stem>.png per input; inputs sharing a stem keep their extension to stay distinct."""
+    stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
+    names = []
+    for file, stem in zip(files, stems, strict=True):
+        if stems.count(stem) > 1:
+            stem = os.path.basename(file).replace(".", "_")
+        names.append(stem + ".png")
+    return names
+
+
+def _write_png(image: np.ndarray, path: str) -> None:
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(imaging.encode_png(image))
+
+
+def upscale_files(
+    upscaler: SavedModelUpscaler,
+    inputs: Sequence[str],
+    output_dir: str,
+    *,
+    gif: str | None = None,
+    gif_fps: float = 10.0,
+    tile: int = 0,
+    tile_overlap: int | None = None,
+    interpolate: int = 0,
+) -> UpscaleResult:
+    """Upscales files/folders to ``<output_dir>/<stem>.png`` and optionally a GIF.
+
+    Args:
+      upscaler: the loaded SavedModel.
+      inputs: image files and/or folders (their images are taken in natural order, so video
+        frames frame1, frame2, ..., frame10 stay in sequence).
+      output_dir: where the PNGs go (created).
+      gif: if set, all results in order become this GIF.
+      gif_fps: GIF frame rate.
+      tile, tile_overlap: see `upscale_image`.
+      interpolate: K > 0 needs exactly two input images: writes ``frame_0000.png`` ...
+        ``frame_{K+1}.png``, the first input, K cross-fades between the inputs (blended
+        before upscaling, in input space), and the second input, all upscaled; the second
+        input is resized to the first's size if they differ.
+
+    Returns:
+      An UpscaleResult. A file that cannot be read or upscaled is recorded in `failures`
+      ({"input", "reason", "message"}, also written to ``<output_dir>/failures.json``) and
+      the others are still processed.
+    """
+    files, failures = list_inputs(inputs)
+    tf.io.gfile.makedirs(output_dir)
+    outputs = []
+
+    def load(path: str) -> np.ndarray | None:
+        try:
+            return imaging.read_image(path)
+        except imaging.ImageRejected as e:
+            failures.append({"input": path, "reason": e.reason, "message": str(e)})
+        except (OSError, tf.errors.OpError) as e:
+            failures.append({"input": path, "reason": "unreadable", "message": str(e)})
+        logging.error("Skipping %s: %s", path, failures[-1]["message"])
+        return None
+
+    def run(image: np.ndarray, path: str, source: str) -> None:
+        try:
+            result = upscaler(image, tile=tile, tile_overlap=tile_overlap)
+        except tf.errors.InvalidArgumentError as e:
+            failures.append({"input": source, "reason": "model_error", "message": e.message})
+            logging.error("Skipping %s: %s", source, e.message)
+            return
+        _write_png(result, path)
+        outputs.append(path)
+        logging.info("Wrote %s (%dx%d)", path, result.shape[1], result.shape[0])
+
+    if interpolate:
+        if len(files) != 2:
+            raise ValueError(
+                f"--interpolate needs exactly two input images, got {len(files)}: {files}"
+            )
+        first, last = load(files[0]), load(files[1])
+        if first is not None and last is not None:
+            if last.shape != first.shape:
+                logging.warning(
+                    "Resizing %s from %s to %s to cross-fade", files[1], last.shape, first.shape
+                )
+                last = imaging.imresize(last, first.shape[0], first.shape[1])
+            for i, frame in enumerate(report.crossfade(first, last, interpolate)):
+                run(frame, os.path.join(output_dir, f"frame_{i:04d}.png"), f"frame {i}")
+    else:
+        for file, name in zip(files, _output_names(files), strict=True):
+            image = load(file)
+            if image is not None:
+                run(image, os.path.join(output_dir, name), file)
+
+    result = UpscaleResult(outputs=outputs, failures=failures)
+    if failures:
+        with tf.io.gfile.GFile(os.path.join(output_dir, FAILURES_FILE), "w") as f:
+            f.write(json.dumps(failures, indent=2) + "\n")
+    if gif and outputs:
+        result.gif = gif
+        result.gif_frames = report.write_gif(outputs, gif, fps=gif_fps)
+        logging.info("Wrote %s (%d frames)", gif, result.gif_frames)
+    return result
