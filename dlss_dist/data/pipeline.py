@@ -142,7 +142,7 @@ def make_input_fn(
       degradation: the LR-making function the dataset must have used (None: any).
       seed: data-order seed.
       augment: apply random flips and 90-degree rotations.
-      shuffle_buffer: records shuffled together within an epoch.
+      shuffle_buffer: records permuted together (a block shuffle) within an epoch.
       cycle_length: shard files read in parallel.
 
     Returns:
@@ -180,10 +180,11 @@ def make_input_fn(
         start_epoch, skip = divmod(consumed, epoch_size)
 
         def epoch_records(epoch):
-            epoch_seed = seed * 1_000_003 + epoch
-            names = tf.data.Dataset.from_tensor_slices(own_files)
-            names = names.shuffle(len(own_files), seed=epoch_seed)
-            records = names.interleave(
+            # Stateless shuffles: Dataset.shuffle cannot take a per-epoch seed tensor.
+            file_order = tf.random.experimental.stateless_shuffle(
+                tf.constant(own_files), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+            )
+            records = tf.data.Dataset.from_tensor_slices(file_order).interleave(
                 tf.data.TFRecordDataset,
                 cycle_length=min(cycle_length, len(own_files)),
                 num_parallel_calls=tf.data.AUTOTUNE,
@@ -191,7 +192,20 @@ def make_input_fn(
             )
             if not by_file:
                 records = records.shard(pipelines, pipeline_id)
-            records = records.shuffle(shuffle_buffer, seed=epoch_seed)
+            # Block shuffle: each run of `shuffle_buffer` records is permuted in place.
+            records = (
+                records.batch(shuffle_buffer)
+                .enumerate()
+                .map(
+                    lambda block_index, block: tf.random.experimental.stateless_shuffle(
+                        block,
+                        seed=tf.stack(
+                            [tf.constant(seed + 1, tf.int64), epoch * (1 << 32) + block_index]
+                        ),
+                    )
+                )
+                .unbatch()
+            )
             return records.enumerate().map(lambda index, record: (epoch, index, record))
 
         def parse(epoch, index, record):

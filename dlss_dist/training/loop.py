@@ -133,10 +133,12 @@ def _make_train_fn(strategy, replica_step, *, jit_compile: bool, step_counter: t
             with tf.control_dependencies(strategy.experimental_local_results(hr)):
                 data_wait += tf.timestamp() - start
             per_replica = strategy.run(step_fn, args=(lr, hr))
-            for name in trainer_lib.METRICS:
-                totals[name] += strategy.reduce(
-                    tf.distribute.ReduceOp.SUM, per_replica[name], axis=None
-                )
+            # Reassign (not mutate) so AutoGraph carries the dict through the loop.
+            totals = {
+                name: total
+                + strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[name], axis=None)
+                for name, total in totals.items()
+            }
         step_counter.assign_add(tf.cast(num_steps, tf.int64))
         steps = tf.cast(num_steps, tf.float32)
         return {name: value / steps for name, value in totals.items()}, data_wait
