@@ -132,8 +132,9 @@ def dcgan_generator(
       the ratio, or all three (they must agree).
     - `batch` -> the `GLOBAL_BATCH_SIZE` macro (summed over replicas).
     - `epochs` -> `train_loop.total_steps` (epochs × images / batch).
-    - `interval` -> `sample_every` (samples) and `train_loop.checkpoint_every_steps` /
-      `train_loop.export_every_steps` (saving), counted in steps rather than epochs.
+    - `interval` -> `train_loop.sample_every_steps` (samples) and
+      `train_loop.checkpoint_every_steps` / `train_loop.export_every_steps` (saving),
+      counted in steps rather than epochs.
     - `input_path`, `output_path`, `model_path`, `png` -> flags and the preprocessing job.
 
     Args:
