@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import json
+import os
 import re
 import shlex
 import shutil
@@ -456,3 +457,170 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _pvc_mounts(template: dict) -> list[str]:
+    """Mount paths of the pod's PersistentVolumeClaim volumes."""
+    claims = {v["name"] for v in template["spec"]["volumes"] if "persistentVolumeClaim" in v}
+    return [
+        mount["mountPath"]
+        for container in template["spec"]["containers"]
+        for mount in container.get("volumeMounts", [])
+        if mount["name"] in claims
+    ]
+
+
+def _localize(arg: str, mounts: list[str], volume: Path) -> str:
+    """Maps a path (or `--flag=path`) under a PVC mount to the same path under `volume`."""
+    flag, equals, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+    for mount in mounts:
+        if value == mount or value.startswith(mount.rstrip("/") + "/"):
+            return f"{flag}{equals}{volume}{value[len(mount.rstrip('/')) :]}"
+    return arg
+
+
+def _local_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    # Console scripts of this environment, as the image's PATH has them.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update(extra)
+    return env
+
+
+# Test-only observer for the non-chief worker: the training loop deletes the checkpoint a
+# non-chief worker writes right after writing it; keep a copy so its weights can be compared.
+_KEEP_WORKER_CHECKPOINT = """
+import os
+import shutil
+
+import tensorflow as tf
+
+_keep = os.environ["DLSS_TEST_KEEP_WORKER_CHECKPOINT"]
+_rmtree = tf.io.gfile.rmtree
+
+
+def _copy_then_rmtree(path):
+    if os.path.isdir(path) and os.path.basename(path).startswith("worker-"):
+        shutil.rmtree(_keep, ignore_errors=True)
+        shutil.copytree(path, _keep)
+    _rmtree(path)
+
+
+tf.io.gfile.rmtree = _copy_then_rmtree
+"""
+
+
+def _weights(checkpoint: str) -> dict:
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(checkpoint)
+    return {
+        name: reader.get_tensor(name)
+        for name in reader.get_variable_to_shape_map()
+        if name.split("/", 1)[0] in ("generator", "discriminator", "ema_generator")
+    }
+
+
+@pytest.mark.slow
+def test_manifests_run_locally_preprocess_then_two_workers(tmp_path, sample_photos):
+    """The rendered Jobs' exact commands, run as local processes on loopback.
+
+    local-cpu's preprocessing Job writes the dataset; the gpu-multi-worker Indexed Job's
+    container command, args and env then run as two processes with JOB_COMPLETION_INDEX 0
+    and 1, worker hostnames mapped to 127.0.0.1 and the PVC to a tmp dir. Only the gin file
+    changes, to the tiny config (the manifest's is sized for GPUs). Both must finish with
+    identical weights, and TF Serving's base path must then hold integer version dirs.
+    """
+    import numpy as np
+
+    volume = tmp_path / "pvc"
+    # The pods' working directory /app, with gin/ being the ConfigMap's content.
+    app = tmp_path / "app"
+    (config_map,) = _objects("gpu-multi-worker", "ConfigMap")
+    (app / "gin").mkdir(parents=True)
+    for name, text in config_map["data"].items():
+        (app / "gin" / name).write_text(text)
+
+    # 1. Preprocessing, as local-cpu runs it (its scale matches the tiny config).
+    preprocess = _one("local-cpu", "Job", "dlss-preprocess")["spec"]["template"]
+    (container,) = preprocess["spec"]["containers"]
+    mounts = _pvc_mounts(preprocess)
+    input_dir = Path(_localize(_flags(container["args"])["--input_dir"][0], mounts, volume))
+    shutil.copytree(sample_photos, input_dir)
+    command = container["command"] + [_localize(a, mounts, volume) for a in container["args"]]
+    result = subprocess.run(
+        command, cwd=app, env=_local_env({}), capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, f"{shlex.join(command)}\n{result.stderr[-4000:]}"
+
+    # 2. The Indexed Job's two workers.
+    template, container = _training_pod("gpu-multi-worker")
+    mounts = _pvc_mounts(template)
+    env = {item["name"]: item["value"] for item in container.get("env", [])}
+    hosts = env["DLSS_WORKER_HOSTS"].split(",")
+    assert len(hosts) == 2
+    env["DLSS_WORKER_HOSTS"] = ",".join(f"127.0.0.1:{_free_port()}" for _ in hosts)
+    args = [
+        "--gin_file=gin/tiny_test.gin" if arg.startswith("--gin_file=") else arg
+        for arg in container["args"]
+    ]
+    args = [_localize(arg, mounts, volume) for arg in args]
+    command = container["command"] + args
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(_KEEP_WORKER_CHECKPOINT)
+    kept = tmp_path / "worker-1-checkpoint"
+    logs = [tmp_path / f"worker-{index}.log" for index in range(2)]
+    workers = []
+    for index, log in enumerate(logs):
+        extra = dict(env, JOB_COMPLETION_INDEX=str(index))
+        if index == 1:
+            extra.update(
+                PYTHONPATH=os.pathsep.join([str(shim), os.environ.get("PYTHONPATH", "")]),
+                DLSS_TEST_KEEP_WORKER_CHECKPOINT=str(kept),
+            )
+        with open(log, "w") as stream:
+            workers.append(
+                subprocess.Popen(
+                    command, cwd=app, env=_local_env(extra), stdout=stream, stderr=stream
+                )
+            )
+    try:
+        codes = [worker.wait(timeout=300) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    output = "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in logs)
+    assert codes == [0, 0], f"{shlex.join(command)}\n{output}"
+
+    # Both workers end with the same weights: the chief's checkpoint and worker 1's copy.
+    model_dir = Path(_flags(args)["--model_dir"][0])
+    import tensorflow as tf
+
+    chief_checkpoint = tf.train.latest_checkpoint(str(model_dir / "checkpoints"))
+    worker_checkpoint = tf.train.latest_checkpoint(str(kept))
+    assert chief_checkpoint and worker_checkpoint, output
+    assert Path(chief_checkpoint).name == Path(worker_checkpoint).name
+    chief, worker = _weights(chief_checkpoint), _weights(worker_checkpoint)
+    assert chief and chief.keys() == worker.keys()
+    for name in chief:
+        np.testing.assert_array_equal(chief[name], worker[name], err_msg=name)
+
+    # 3. TF Serving's model base path now holds what it serves: integer version dirs.
+    serving = _one("gpu-multi-worker", "Deployment", "dlss-serving")["spec"]["template"]
+    (server,) = serving["spec"]["containers"]
+    base_path = Path(
+        _localize(_flags(server["args"])["--model_base_path"][0], _pvc_mounts(serving), volume)
+    )
+    saved_models = [path.parent for path in base_path.glob("*/saved_model.pb")]
+    assert saved_models, f"nothing exported under {base_path}"
+    for saved_model in saved_models:
+        assert re.fullmatch(r"[0-9]+", saved_model.name), f"TF Serving ignores {saved_model}"
+    # TensorBoard's log dir has the chief's summaries.
+    tensorboard = _one("gpu-multi-worker", "Deployment", "dlss-tensorboard")["spec"]["template"]
+    (board,) = tensorboard["spec"]["containers"]
+    logdir = Path(_localize(_flags(board["args"])["--logdir"][0], _pvc_mounts(tensorboard), volume))
+    assert list(logdir.rglob("events.out.tfevents.*"))
