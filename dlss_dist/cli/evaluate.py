@@ -1,0 +1,63 @@
+r"""Measures an exported generator against bicubic and nearest-neighbour upscaling.
+
+  dlss-eval --model=/models/celeba/export --data=/data/celeba --split=test --output_dir=eval/
+  dlss-eval --model=/models/celeba/export/2000 --data=photos/ --output_dir=eval/
+
+--data is a dataset written by dlss-preprocess (its LR images are used; its degradation and
+scale must match) or a folder of HR images (LR made with the same bicubic degradation).
+Writes metrics.json, per_image.csv and grids/*.png into --output_dir and prints the table.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "SavedModel folder or export root.")
+flags.DEFINE_string("data", None, "dlss-preprocess dataset folder or folder of HR images.")
+flags.DEFINE_string("split", "test", "Dataset split to evaluate (datasets only).")
+flags.DEFINE_string("output_dir", None, "Where metrics.json, per_image.csv, grids/ go.")
+flags.DEFINE_integer("max_images", None, "Evaluate only the first N images.", lower_bound=1)
+flags.DEFINE_integer("max_grids", 8, "Comparison grids for the first N images.", lower_bound=0)
+flags.DEFINE_integer(
+    "tile",
+    0,
+    "Tile side for the model (0: tile only images over the export's limit).",
+    lower_bound=0,
+)
+flags.mark_flags_as_required(["model", "data", "output_dir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from dlss_dist.evaluation import evaluate
+
+    try:
+        summary = evaluate.evaluate(
+            model=FLAGS.model,
+            data=FLAGS.data,
+            output_dir=FLAGS.output_dir,
+            split=FLAGS.split,
+            max_images=FLAGS.max_images,
+            max_grids=FLAGS.max_grids,
+            tile=FLAGS.tile,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"dlss-eval: {error}")
+    print(
+        f"x{summary['scale']} on {summary['num_images']} images of {summary['data']}"
+        f" (border crop {summary['border_crop']}, {len(summary['skipped'])} skipped):"
+    )
+    print(evaluate.format_table(summary))
+    print(f"Wrote {FLAGS.output_dir}/{evaluate.METRICS_FILE}")
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,241 @@
+"""Evaluates an exported generator against bicubic and nearest-neighbour upscaling.
+
+The library behind ``dlss-eval``. Data is either a dataset written by ``dlss-preprocess``
+(its LR images are used as they are, after checking the dataset's degradation and scale) or
+a plain folder of HR images (cropped to a multiple of the scale, LR made with
+`dlss_dist.imaging.degrade_bicubic`, the same function the Beam job uses).
+
+Outputs in ``output_dir``:
+
+* ``metrics.json``: mean PSNR/SSIM per method on RGB and Y (format in `evaluate`);
+* ``per_image.csv``: one row per image, ``<method>_<metric>`` columns;
+* ``grids/NNNN_<key>.png``: nearest (the LR input) | bicubic | SR | HR, labelled.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+from collections.abc import Iterator
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from dlss_dist import imaging, upscale
+from dlss_dist.data import schema
+from dlss_dist.evaluation import metrics, report
+
+METRICS_FILE = "metrics.json"
+PER_IMAGE_FILE = "per_image.csv"
+GRIDS_DIR = "grids"
+METHODS = ("model", "bicubic", "nearest")
+METRIC_NAMES = ("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y")
+
+
+def _dataset_examples(
+    data_dir: str, split: str, scale: int
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    manifest = schema.read_manifest(data_dir)
+    degradation = manifest.get("degradation")
+    if degradation != imaging.DEGRADATION:
+        raise ValueError(
+            f"{data_dir} was made with degradation {degradation!r}, but evaluation compares "
+            f"against {imaging.DEGRADATION!r}; re-create it with this version of dlss-preprocess"
+        )
+    if manifest.get("scale") != scale:
+        raise ValueError(
+            f"{data_dir} is a x{manifest.get('scale')} dataset but the model upscales x{scale}"
+        )
+    files = schema.tfrecord_files(data_dir, split)
+    if not files:
+        available = [s for s, info in manifest.get("splits", {}).items() if info.get("written")]
+        raise ValueError(
+            f"split {split!r} of {data_dir} has no examples (splits with examples: {available})"
+        )
+    dataset = tf.data.TFRecordDataset(files).map(schema.decode_example)
+    for example in dataset.as_numpy_iterator():
+        yield example["key"].decode(), example["lr"], example["hr"]
+
+
+def _folder_examples(
+    folder: str, scale: int, skipped: list[dict]
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    files, failures = upscale.list_inputs([folder])
+    skipped.extend(failures)
+    for path in files:
+        try:
+            hr = imaging.read_image(path)
+        except imaging.ImageRejected as e:
+            skipped.append({"input": path, "reason": e.reason, "message": str(e)})
+            logging.warning("Skipping %s: %s", path, e)
+            continue
+        # "modcrop": drop the bottom/right rows and columns that do not fill a whole LR pixel.
+        height, width = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
+        hr = hr[:height, :width]
+        if not height or not width:
+            skipped.append({"input": path, "reason": "too_small", "message": f"{hr.shape}"})
+            continue
+        yield os.path.relpath(path, folder), imaging.degrade_bicubic(hr, scale), hr
+
+
+def _safe_name(key: str) -> str:
+    stem, extension = os.path.splitext(key)
+    if extension.lower() in upscale.IMAGE_EXTENSIONS:
+        key = stem
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("_")[:80] or "image"
+
+
+def _finite_or_none(value: float) -> float | None:
+    # JSON has no Infinity: identical images (PSNR = inf) are written as null.
+    return value if math.isfinite(value) else None
+
+
+def evaluate(
+    *,
+    model: str,
+    data: str,
+    output_dir: str,
+    split: str = "test",
+    max_images: int | None = None,
+    max_grids: int = 8,
+    tile: int = 0,
+) -> dict:
+    """Measures the SavedModel, bicubic and nearest on `data` and writes the reports.
+
+    Args:
+      model: SavedModel folder or export root (see `upscale.resolve_savedmodel`).
+      data: a dlss-preprocess dataset folder (has manifest.json) or a folder of HR images.
+      output_dir: where metrics.json, per_image.csv and grids/ are written.
+      split: dataset split to evaluate (ignored for a plain folder).
+      max_images: evaluate only the first N images.
+      max_grids: write comparison grids for the first N images.
+      tile: tile size for the model (0: only images over the export's limit are tiled).
+
+    Returns:
+      The metrics.json content::
+
+        {"model": ".../export/2000", "data": "...", "source": "dataset"|"folder",
+         "split": "test"|null, "scale": 4, "border_crop": 4,
+         "degradation": "bicubic_matlab_antialias", "num_images": 10,
+         "skipped": [{"input", "reason", "message"}, ...],
+         "metrics": {"model":   {"psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y"},
+                     "bicubic": {...}, "nearest": {...}},
+         "conventions": {...}}
+
+      PSNR in dB, SSIM in [0, 1], means over images; a mean that is infinite (identical
+      images) is null.
+    """
+    upscaler = upscale.SavedModelUpscaler(model)
+    scale = upscaler.scale
+    skipped: list[dict] = []
+    is_dataset = tf.io.gfile.exists(os.path.join(data, schema.MANIFEST_FILE))
+    if is_dataset:
+        examples = _dataset_examples(data, split, scale)
+    elif tf.io.gfile.isdir(data):
+        examples = _folder_examples(data, scale, skipped)
+    else:
+        raise FileNotFoundError(f"--data={data} is neither a dataset nor a folder of images")
+
+    tf.io.gfile.makedirs(os.path.join(output_dir, GRIDS_DIR))
+    minimum = metrics.SSIM_WINDOW + 2 * scale  # SSIM needs 11x11 after the border crop
+    rows = []
+    for key, lr, hr in examples:
+        if max_images is not None and len(rows) >= max_images:
+            break
+        if hr.shape[:2] != (lr.shape[0] * scale, lr.shape[1] * scale):
+            skipped.append(
+                {"input": key, "reason": "scale_mismatch", "message": f"{lr.shape} -> {hr.shape}"}
+            )
+            continue
+        if min(hr.shape[:2]) < minimum:
+            message = f"HR {hr.shape[0]}x{hr.shape[1]} is under {minimum} pixels per side"
+            skipped.append({"input": key, "reason": "too_small", "message": message})
+            continue
+        outputs = {
+            "model": upscaler(lr, tile=tile),
+            "bicubic": imaging.upscale_bicubic(lr, scale),
+            "nearest": imaging.upscale_nearest(lr, scale),
+        }
+        row = {"key": key, "hr_height": hr.shape[0], "hr_width": hr.shape[1]}
+        for method, image in outputs.items():
+            for name, value in metrics.image_metrics(hr, image, border=scale).items():
+                row[f"{method}_{name}"] = value
+        if len(rows) < max_grids:
+            panels = [
+                (f"LR (nearest) {row['nearest_psnr_rgb']:.2f} dB", outputs["nearest"]),
+                (f"bicubic {row['bicubic_psnr_rgb']:.2f} dB", outputs["bicubic"]),
+                (f"SR {row['model_psnr_rgb']:.2f} dB", outputs["model"]),
+                ("HR", hr),
+            ]
+            grid_path = os.path.join(
+                output_dir, GRIDS_DIR, f"{len(rows):04d}_{_safe_name(key)}.png"
+            )
+            with tf.io.gfile.GFile(grid_path, "wb") as f:
+                f.write(imaging.encode_png(report.comparison_grid(panels)))
+        rows.append(row)
+        if len(rows) % 10 == 0:
+            logging.info("Evaluated %d images", len(rows))
+
+    if not rows:
+        reasons = sorted({s["reason"] for s in skipped})
+        raise ValueError(f"no images to evaluate in {data} (skipped: {len(skipped)}, {reasons})")
+
+    columns = ["key", "hr_height", "hr_width"] + [f"{m}_{n}" for m in METHODS for n in METRIC_NAMES]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    with tf.io.gfile.GFile(os.path.join(output_dir, PER_IMAGE_FILE), "w") as f:
+        f.write(buffer.getvalue())
+
+    summary = {
+        "model": upscaler.path,
+        "data": data,
+        "source": "dataset" if is_dataset else "folder",
+        "split": split if is_dataset else None,
+        "scale": scale,
+        "border_crop": scale,
+        "degradation": imaging.DEGRADATION,
+        "num_images": len(rows),
+        "skipped": skipped,
+        "metrics": {
+            method: {
+                name: _finite_or_none(float(np.mean([r[f"{method}_{name}"] for r in rows])))
+                for name in METRIC_NAMES
+            }
+            for method in METHODS
+        },
+        "conventions": {
+            "data_range": 255,
+            "y": "BT.601: Y = 16 + (65.481 R + 128.553 G + 24.966 B), R,G,B in [0, 1]",
+            "ssim": "Gaussian window 11x11 sigma 1.5, K1 0.01, K2 0.03, mean over channels",
+            "border_crop": "pixels removed from each side before measuring (= scale)",
+        },
+    }
+    with tf.io.gfile.GFile(os.path.join(output_dir, METRICS_FILE), "w") as f:
+        f.write(json.dumps(summary, indent=2) + "\n")
+    logging.info("Wrote %s", os.path.join(output_dir, METRICS_FILE))
+    return summary
+
+
+def format_table(summary: dict) -> str:
+    """The means of a metrics.json as a Markdown table (one row per method)."""
+    lines = [
+        "| method | PSNR RGB (dB) | SSIM RGB | PSNR Y (dB) | SSIM Y |",
+        "|---|---|---|---|---|",
+    ]
+    for method in METHODS:
+        values = summary["metrics"][method]
+        cells = [
+            "inf"
+            if values[n] is None
+            else (f"{values[n]:.2f}" if "psnr" in n else f"{values[n]:.4f}")
+            for n in METRIC_NAMES
+        ]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

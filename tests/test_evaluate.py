@@ -1,0 +1,154 @@
+"""dlss-eval on a plain folder of HR images and on dlss-preprocess datasets."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import photo_crops, save_image
+
+from dlss_dist import export, imaging
+from dlss_dist.data import schema
+from dlss_dist.evaluation import evaluate, metrics
+from dlss_dist.models.generators import srresnet_generator
+
+SCALE = 2
+
+
+@pytest.fixture(scope="module")
+def bicubic_model(tmp_path_factory):
+    """An untrained SRResNet: exactly tf.image.resize bicubic (its last conv starts at zero)."""
+    generator = srresnet_generator(SCALE, num_filters=8, num_blocks=1)
+    path = str(tmp_path_factory.mktemp("export") / "1")
+    return export.export_generator(generator, path, scale=SCALE, max_input_pixels=200 * 200)
+
+
+@pytest.fixture(scope="module")
+def hr_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hr")
+    # Odd sizes on purpose: evaluation crops HR to a multiple of the scale.
+    for i, crop in enumerate(photo_crops(3, 41, 50, seed=3)):
+        save_image(root / f"img{i + 1}.png", crop)
+    (root / "notes.txt").write_text("not an image, not listed")
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnope")
+    return str(root)
+
+
+def test_plain_folder(bicubic_model, hr_folder, tmp_path):
+    out = str(tmp_path / "eval")
+    summary = evaluate.evaluate(model=bicubic_model, data=hr_folder, output_dir=out, max_grids=2)
+
+    assert summary["source"] == "folder" and summary["num_images"] == 3
+    assert summary["scale"] == summary["border_crop"] == SCALE
+    assert [(s["input"].endswith("broken.png"), s["reason"]) for s in summary["skipped"]] == [
+        (True, "undecodable")
+    ]
+    with open(os.path.join(out, "metrics.json")) as f:
+        assert json.load(f) == summary
+    with open(os.path.join(out, "per_image.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["key"] for r in rows] == ["img1.png", "img2.png", "img3.png"]
+    assert (rows[0]["hr_height"], rows[0]["hr_width"]) == ("40", "50")
+
+    # Recompute the first row by hand with the same shared functions.
+    hr = imaging.read_image(os.path.join(hr_folder, "img1.png"))[:40, :50]
+    lr = imaging.degrade_bicubic(hr, SCALE)
+    expected = metrics.image_metrics(hr, imaging.upscale_bicubic(lr, SCALE), border=SCALE)
+    for name, value in expected.items():
+        assert float(rows[0][f"bicubic_{name}"]) == pytest.approx(value, abs=1e-9)
+    means = summary["metrics"]
+    # The untrained model is (TF's) bicubic: close to the MATLAB-style baseline, far above
+    # nearest neighbour.
+    assert means["model"]["psnr_rgb"] == pytest.approx(means["bicubic"]["psnr_rgb"], abs=1.0)
+    assert means["bicubic"]["psnr_y"] > means["nearest"]["psnr_y"]
+    assert sorted(os.listdir(os.path.join(out, "grids"))) == ["0000_img1.png", "0001_img2.png"]
+    grid = imaging.read_image(os.path.join(out, "grids", "0000_img1.png"))
+    assert grid.shape == (40 + 14, 4 * 50 + 3 * 4, 3)
+
+
+def write_tiny_dataset(data_dir, *, scale=SCALE, degradation=imaging.DEGRADATION, count=3):
+    """A dataset laid out like dlss-preprocess output, written through the shared schema."""
+    os.makedirs(data_dir, exist_ok=True)
+    path = schema.shard_path(str(data_dir), "tiny", "test", 0, 1)
+    with tf.io.TFRecordWriter(path) as writer:
+        for i, hr in enumerate(photo_crops(count, 32, 32, seed=5)):
+            lr = imaging.degrade_bicubic(hr, scale)
+            writer.write(schema.serialize_example(lr=lr, hr=hr, key=f"photo{i}.png#p0"))
+    manifest = {
+        "name": "tiny",
+        "source": "folder",
+        "scale": scale,
+        "hr_size": 32,
+        "degradation": degradation,
+        "splits": {
+            "train": {"read": 0, "written": 0, "rejected": 0, "num_shards": 0},
+            "test": {"read": count, "written": count, "rejected": 0, "num_shards": 1},
+        },
+    }
+    with open(os.path.join(data_dir, schema.MANIFEST_FILE), "w") as f:
+        json.dump(manifest, f)
+    return str(data_dir)
+
+
+def test_dataset_directory(bicubic_model, tmp_path):
+    data = write_tiny_dataset(tmp_path / "data")
+    summary = evaluate.evaluate(
+        model=bicubic_model, data=data, output_dir=str(tmp_path / "eval"), max_images=2
+    )
+    assert summary["source"] == "dataset" and summary["split"] == "test"
+    assert summary["num_images"] == 2
+    with open(tmp_path / "eval" / "per_image.csv") as f:
+        assert [r["key"] for r in csv.DictReader(f)] == ["photo0.png#p0", "photo1.png#p0"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"scale": 4}, "x4 dataset but the model upscales x2"),
+        ({"degradation": "tf_bicubic"}, "made with degradation 'tf_bicubic'"),
+    ],
+)
+def test_dataset_mismatch_is_a_clear_error(bicubic_model, tmp_path, kwargs, message):
+    data = write_tiny_dataset(tmp_path / "data", **kwargs)
+    with pytest.raises(ValueError, match=message):
+        evaluate.evaluate(model=bicubic_model, data=data, output_dir=str(tmp_path / "eval"))
+
+
+def test_empty_split_is_a_clear_error(bicubic_model, tmp_path):
+    data = write_tiny_dataset(tmp_path / "data")
+    with pytest.raises(ValueError, match="split 'train' .* has no examples"):
+        evaluate.evaluate(
+            model=bicubic_model, data=data, output_dir=str(tmp_path / "e"), split="train"
+        )
+
+
+def test_beam_dataset_through_the_cli(bicubic_model, make_dataset, sample_photos, tmp_path):
+    data = make_dataset("--scale=2", "--hr_size=32", input_dir=sample_photos)
+    manifest = schema.read_manifest(data)
+    split = max(manifest["splits"], key=lambda s: manifest["splits"][s]["written"])
+    out = tmp_path / "eval"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dlss_dist.cli.evaluate",
+            f"--model={bicubic_model}",
+            f"--data={data}",
+            f"--split={split}",
+            f"--output_dir={out}",
+        ],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| bicubic |" in result.stdout
+    with open(out / "metrics.json") as f:
+        summary = json.load(f)
+    assert summary["num_images"] == manifest["splits"][split]["written"]
+    assert np.isfinite(summary["metrics"]["model"]["psnr_y"])
