@@ -285,6 +285,53 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, base: dict
     )
 
 
+def write_tfds_metadata(output_dir: str, manifest: dict) -> None:
+    """Writes ``dataset_info.json``/``features.json`` for the non-empty splits.
+
+    Shard lengths come from the manifest (counted while writing), so nothing is re-read.
+    """
+    import tensorflow_datasets as tfds
+
+    from dlss_dist.data import schema
+
+    split_infos = [
+        tfds.core.SplitInfo(
+            name=split, shard_lengths=info["shard_lengths"], num_bytes=info["num_bytes"]
+        )
+        for split, info in manifest["splits"].items()
+        if info["examples"]
+    ]
+    tfds.folder_dataset.write_metadata(
+        data_dir=output_dir,
+        features=schema.features(),
+        split_infos=split_infos,
+        check_data=False,
+        description=(
+            f"LR/HR pairs for x{manifest['scale']} super-resolution made by dlss-preprocess "
+            f"from a {manifest['source']} source (degradation: {manifest['degradation']})."
+        ),
+        metadata=tfds.core.MetadataDict(
+            scale=manifest["scale"],
+            hr_size=manifest["hr_size"],
+            degradation=manifest["degradation"],
+            source=manifest["source"],
+        ),
+    )
+
+
+def beam_options(beam_args: list[str]) -> PipelineOptions:
+    """Beam's options; without ``--runner`` the in-process FnApiRunner.
+
+    Beam's DirectRunner would first try to download the Prism runner binary, which
+    fails offline and is not what the job is tested on; the FnApiRunner is what it
+    falls back to, and it honours ``--direct_num_workers`` and
+    ``--direct_running_mode``.
+    """
+    if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
+        beam_args = [*beam_args, "--runner=FnApiRunner"]
+    return PipelineOptions(beam_args)
+
+
 def run_job(argv: list[str]) -> dict:
     """Runs the job to completion and returns the manifest it wrote.
 
@@ -299,17 +346,20 @@ def run_job(argv: list[str]) -> dict:
     logging.info(
         "dlss-preprocess %s -> %s; Beam options: %s", args.source, args.output_dir, beam_args
     )
-    options = PipelineOptions(beam_args)
-    with beam.Pipeline(options=options) as pipeline:
+    with beam.Pipeline(options=beam_options(beam_args)) as pipeline:
         build_pipeline(pipeline, args, base)
-    from dlss_dist.data import schema
-
-    manifest = schema.read_manifest(args.output_dir)
+    tmp_dir = posixpath.join(args.output_dir, transforms.TMP_DIR)
+    if FileSystems.exists(tmp_dir):
+        FileSystems.delete([tmp_dir])
+    with FileSystems.open(posixpath.join(args.output_dir, "manifest.json")) as f:
+        manifest = json.load(f)
     if not manifest["totals"]["examples"]:
         raise RuntimeError(
             f"no example was written: all {manifest['totals']['read']} inputs were rejected; "
-            f"see {posixpath.join(args.output_dir, schema.REJECTS_FILE)}"
+            f"see {posixpath.join(args.output_dir, 'rejects.jsonl')}"
         )
+    write_tfds_metadata(args.output_dir, manifest)
+    logging.info("Wrote %s", {s: v["examples"] for s, v in manifest["splits"].items()})
     return manifest
 
 

@@ -9,21 +9,26 @@ written as exactly sharded, byte-deterministic TFRecord files plus TFDS metadata
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
 import posixpath
+import struct
 import uuid
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
 from absl import logging
 from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from dlss_dist import imaging
+from dlss_dist.data import schema
 
 REJECTS_TAG = "rejects"
 WRITTEN_TAG = "written"
@@ -32,7 +37,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 CELEBA_IMAGES = "img_align_celeba"
 CELEBA_PARTITION = "list_eval_partition.txt"
 CELEBA_SPLITS = {"0": "train", "1": "validation", "2": "test"}
-_TMP_DIR = "_tmp"
+TMP_DIR = "_tmp"  # under output_dir; removed when the job finishes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -356,8 +361,6 @@ def examples_for_item(item: SourceItem, config: ExampleConfig) -> list[tuple[str
     Raises:
       ImageRejected: when the input cannot become an example.
     """
-    from dlss_dist.data import schema  # imports TensorFlow: only in workers
-
     decode = {"alpha": config.alpha, "max_pixels": config.max_pixels}
     image = imaging.decode_image(_read_bytes(item.hr_path), **decode)
     if config.source == "paired":
@@ -406,12 +409,6 @@ class MakeExamples(beam.DoFn):
         self._examples = Metrics.counter("dlss_preprocess", "examples_written")
         self._rejected = Metrics.counter("dlss_preprocess", "inputs_rejected")
 
-    def setup(self):
-        # Import TensorFlow once per worker, not inside the first bundle's timing.
-        from dlss_dist.data import schema
-
-        schema.features()
-
     def process(self, item: SourceItem):
         self._read.inc()
         if item.reject_reason:
@@ -446,6 +443,37 @@ class _AssignShard(beam.DoFn):
         yield (split, shard_for_key(key, num_shards), num_shards), (key, serialized)
 
 
+@functools.lru_cache(maxsize=1)
+def _crc32c():
+    import crcmod.predefined  # installed by apache-beam[tfrecord]; a C extension
+
+    return crcmod.predefined.mkPredefinedCrcFun("crc-32c")
+
+
+def _masked_crc32c(data: bytes) -> bytes:
+    crc = _crc32c()(data)
+    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+
+
+def tfrecord_frame(record: bytes) -> bytes:
+    """One TFRecord: length, masked CRC32C of the length, data, masked CRC32C of the data."""
+    length = struct.pack("<Q", len(record))
+    return length + _masked_crc32c(length) + record + _masked_crc32c(record)
+
+
+def write_tfrecord_file(path: str, records: Iterable[bytes]) -> int:
+    """Writes records to ``path`` (any Beam filesystem) in TFRecord format; returns bytes."""
+    num_bytes = 0
+    with FileSystems.create(
+        path, mime_type="application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED
+    ) as f:
+        for record in records:
+            framed = tfrecord_frame(record)
+            f.write(framed)
+            num_bytes += len(framed)
+    return num_bytes
+
+
 class _WriteShard(beam.DoFn):
     """Writes one shard sorted by key: to a temporary name, then renamed into place."""
 
@@ -455,23 +483,18 @@ class _WriteShard(beam.DoFn):
         self._bytes = Metrics.counter("dlss_preprocess", "bytes_written")
 
     def process(self, element):
-        import tensorflow as tf
-
-        from dlss_dist.data import schema
-
         (split, shard, num_shards), records = element
         records = sorted(records)
         final = schema.shard_path(self._output_dir, self._name, split, shard, num_shards)
         # A unique temporary name: a retried or speculative bundle never clobbers a file
         # another attempt is still writing, and the rename makes the last one win whole.
-        tmp_dir = posixpath.join(self._output_dir, _TMP_DIR)
-        tf.io.gfile.makedirs(tmp_dir)
-        tmp = posixpath.join(tmp_dir, f"{posixpath.basename(final)}.{uuid.uuid4().hex}")
-        with tf.io.TFRecordWriter(tmp) as writer:
-            for _, serialized in records:
-                writer.write(serialized)
-        tf.io.gfile.rename(tmp, final, overwrite=True)
-        num_bytes = tf.io.gfile.stat(final).length
+        tmp = posixpath.join(
+            self._output_dir, TMP_DIR, f"{posixpath.basename(final)}.{uuid.uuid4().hex}"
+        )
+        num_bytes = write_tfrecord_file(tmp, (serialized for _, serialized in records))
+        if FileSystems.exists(final):
+            FileSystems.delete([final])
+        FileSystems.rename([tmp], [final])
         self._bytes.inc(num_bytes)
         yield {
             "split": split,
@@ -519,18 +542,20 @@ class WriteShards(beam.PTransform):
 
 
 def _write_text(path: str, text: str) -> None:
-    import tensorflow as tf
+    with FileSystems.create(
+        path, mime_type="text/plain", compression_type=CompressionTypes.UNCOMPRESSED
+    ) as f:
+        f.write(text.encode("utf-8"))
 
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(text)
 
+class WriteManifest(beam.DoFn):
+    """Runs once, after every shard is written: ``manifest.json`` and ``rejects.jsonl``.
 
-class WriteDatasetMetadata(beam.DoFn):
-    """Runs once, after every shard is written: TFDS metadata, manifest and rejects.
-
-    Splits without examples are left out of ``dataset_info.json`` (TFDS cannot describe
-    an empty split) and named in the manifest's ``warnings``. When no split has any
-    example no TFDS metadata is written; the launcher then fails with a message.
+    Also writes an empty file for any shard that hashing left without examples (TFDS
+    expects every shard file to exist). Splits without examples get ``num_shards`` 0
+    and a line in the manifest's ``warnings``; the launcher leaves them out of the TFDS
+    metadata (TFDS cannot describe an empty split). Raises if read != written + rejected
+    for any split, which would mean an input was lost.
     """
 
     def __init__(self, output_dir: str, name: str, manifest_base: dict):
@@ -539,11 +564,6 @@ class WriteDatasetMetadata(beam.DoFn):
         self._manifest_base = manifest_base
 
     def process(self, _, shards, rejects, read_counts, written_counts):
-        import tensorflow as tf
-        import tensorflow_datasets as tfds
-
-        from dlss_dist.data import schema
-
         shards_by_split: dict[str, dict[int, dict]] = {}
         for info in shards:
             shards_by_split.setdefault(info["split"], {})[info["shard"]] = info
@@ -555,7 +575,6 @@ class WriteDatasetMetadata(beam.DoFn):
             by_reason[record["reason"]] = by_reason.get(record["reason"], 0) + 1
 
         splits_manifest = {}
-        split_infos = []
         warnings = []
         for split in schema.SPLITS:
             written_shards = shards_by_split.get(split, {})
@@ -565,11 +584,8 @@ class WriteDatasetMetadata(beam.DoFn):
             for shard in range(num_shards):
                 info = written_shards.get(shard)
                 if info is None:
-                    # Hashing can leave a shard without examples; TFDS still expects the
-                    # file, so write an empty one.
                     path = schema.shard_path(self._output_dir, self._name, split, shard, num_shards)
-                    with tf.io.TFRecordWriter(path):
-                        pass
+                    write_tfrecord_file(path, [])
                     lengths.append(0)
                 else:
                     lengths.append(info["num_examples"])
@@ -590,53 +606,26 @@ class WriteDatasetMetadata(beam.DoFn):
                 "shard_lengths": lengths,
                 "num_bytes": num_bytes,
             }
-            if sum(lengths):
-                split_infos.append(
-                    tfds.core.SplitInfo(name=split, shard_lengths=lengths, num_bytes=num_bytes)
-                )
-            else:
+            if not sum(lengths):
                 warnings.append(
                     f"split '{split}' has no examples ({read} inputs read, {rejected} rejected); "
                     "it is left out of dataset_info.json"
                 )
-        unassigned = read_counts.get(UNASSIGNED_SPLIT, 0)
-
-        base = self._manifest_base
-        if split_infos:
-            tfds.folder_dataset.write_metadata(
-                data_dir=self._output_dir,
-                features=schema.features(),
-                split_infos=split_infos,
-                check_data=False,
-                description=(
-                    f"LR/HR pairs for x{base['scale']} super-resolution made by dlss-preprocess "
-                    f"from a {base['source']} source (degradation: {base['degradation']})."
-                ),
-                metadata=tfds.core.MetadataDict(
-                    scale=base["scale"],
-                    hr_size=base["hr_size"],
-                    degradation=base["degradation"],
-                    source=base["source"],
-                ),
-            )
-        else:
-            warnings.append("no split has any example: no TFDS metadata was written")
-
-        totals = {
-            "read": sum(read_counts.values()),
-            "written": sum(written_counts.values()),
-            "rejected": len(rejects),
-            "examples": sum(s["examples"] for s in splits_manifest.values()),
-        }
-        manifest = dict(base)
+        unassigned_read = read_counts.get(UNASSIGNED_SPLIT, 0)
+        unassigned_rejected = rejected_counts.get(UNASSIGNED_SPLIT, 0)
+        if unassigned_read != unassigned_rejected:
+            raise RuntimeError(f"{unassigned_read - unassigned_rejected} unassigned inputs lost")
+        manifest = dict(self._manifest_base)
         manifest.update(
             {
                 "splits": splits_manifest,
-                "unassigned": {
-                    "read": unassigned,
-                    "rejected": rejected_counts.get(UNASSIGNED_SPLIT, 0),
+                "unassigned": {"read": unassigned_read, "rejected": unassigned_rejected},
+                "totals": {
+                    "read": sum(read_counts.values()),
+                    "written": sum(written_counts.values()),
+                    "rejected": len(rejects),
+                    "examples": sum(s["examples"] for s in splits_manifest.values()),
                 },
-                "totals": totals,
                 "rejected_by_reason": dict(sorted(by_reason.items())),
                 "warnings": warnings,
             }
@@ -649,9 +638,6 @@ class WriteDatasetMetadata(beam.DoFn):
             posixpath.join(self._output_dir, schema.MANIFEST_FILE),
             json.dumps(manifest, indent=2, sort_keys=True) + "\n",
         )
-        tmp_dir = posixpath.join(self._output_dir, _TMP_DIR)
-        if tf.io.gfile.exists(tmp_dir):
-            tf.io.gfile.rmtree(tmp_dir)
         for warning in warnings:
             logging.warning("%s", warning)
         yield manifest
@@ -685,9 +671,9 @@ def build_dataset(
     return (
         pipeline
         | "Finalize" >> beam.Create([None])
-        | "WriteMetadata"
+        | "WriteManifest"
         >> beam.ParDo(
-            WriteDatasetMetadata(output_dir, name, manifest_base),
+            WriteManifest(output_dir, name, manifest_base),
             shards=beam.pvalue.AsList(shards),
             rejects=beam.pvalue.AsList(results[REJECTS_TAG]),
             read_counts=beam.pvalue.AsDict(read_counts),

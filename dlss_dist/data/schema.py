@@ -10,10 +10,13 @@ from __future__ import annotations
 import functools
 import json
 import posixpath
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
 
 MANIFEST_FILE = "manifest.json"
 REJECTS_FILE = "rejects.jsonl"
@@ -31,6 +34,8 @@ def features() -> tfds.features.FeaturesDict:
       "key": Text()}``; ``key`` is the stable id of the example (the input path
       relative to the input root, plus ``#pN`` for the N-th patch of a photo).
     """
+    import tensorflow_datasets as tfds  # imported lazily: Beam workers never need TF
+
     return tfds.features.FeaturesDict(
         {
             "lr": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
@@ -51,8 +56,29 @@ def _png_bytes(image) -> bytes:
     return imaging.encode_png(image)
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        bits = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(bits | 0x80)
+        else:
+            out.append(bits)
+            return bytes(out)
+
+
+def _length_delimited(field: int, payload: bytes) -> bytes:
+    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+
+
 def serialize_example(*, lr, hr, key: str) -> bytes:
     """Serialises one example as a ``tf.train.Example`` proto.
+
+    The proto is what ``features().serialize_example(...)`` makes (a test checks that
+    they parse to the same proto), encoded here without TensorFlow so Beam workers do
+    not pay seconds of TF import each; map entries are in sorted key order, so the
+    bytes are deterministic.
 
     Args:
       lr: the low-resolution image, ``hxwx3`` uint8 array or PNG bytes.
@@ -62,9 +88,14 @@ def serialize_example(*, lr, hr, key: str) -> bytes:
     Returns:
       The serialised proto, ready for a TFRecord file.
     """
-    # PNG-encode with PIL rather than letting TFDS run a TF graph per image: it is
-    # faster in a Beam worker and the bytes are deterministic.
-    return features().serialize_example({"lr": _png_bytes(lr), "hr": _png_bytes(hr), "key": key})
+    values = {"hr": _png_bytes(hr), "key": key.encode("utf-8"), "lr": _png_bytes(lr)}
+    entries = b""
+    for name in sorted(values):
+        # Feature{bytes_list: BytesList{value: [v]}} in Features.feature[name].
+        feature = _length_delimited(1, _length_delimited(1, values[name]))
+        entry = _length_delimited(1, name.encode()) + _length_delimited(2, feature)
+        entries += _length_delimited(1, entry)
+    return _length_delimited(1, entries)
 
 
 def decode_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -82,6 +113,8 @@ def read_manifest(data_dir: str) -> dict:
     Raises:
       FileNotFoundError: naming ``data_dir`` when it holds no dlss dataset.
     """
+    import tensorflow as tf
+
     path = posixpath.join(data_dir, MANIFEST_FILE)
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(
@@ -110,6 +143,8 @@ def tfrecord_files(data_dir: str, split: str) -> list[str]:
     Raises:
       FileNotFoundError: when ``data_dir`` is not a dlss dataset.
     """
+    import tensorflow as tf
+
     manifest = read_manifest(data_dir)
     split_info = manifest.get("splits", {}).get(split)
     if not split_info or not split_info.get("num_shards"):
