@@ -183,6 +183,18 @@ def test_strict_validation_rejects_unknown_fields():
     assert not validator.is_valid(broken)
 
 
+# The README applies the steps one after another with `-l app.kubernetes.io/component in (...)`.
+COMPONENTS = {"storage", "config", "preprocess", "train", "tensorboard", "serving"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_belongs_to_a_step(overlay):
+    for obj in _render(overlay):
+        labels = obj["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/part-of") == "dlss", obj["metadata"]["name"]
+        assert labels.get("app.kubernetes.io/component") in COMPONENTS, obj["metadata"]["name"]
+
+
 # --- wiring between objects ----------------------------------------------------------------
 
 
