@@ -67,7 +67,7 @@ def test_plain_folder(bicubic_model, hr_folder, tmp_path):
     assert means["bicubic"]["psnr_y"] > means["nearest"]["psnr_y"]
     assert sorted(os.listdir(os.path.join(out, "grids"))) == ["0000_img1.png", "0001_img2.png"]
     grid = imaging.read_image(os.path.join(out, "grids", "0000_img1.png"))
-    assert grid.shape == (40 + 14, 4 * 50 + 3 * 4, 3)
+    assert grid.shape == (40 + 26, 4 * 50 + 3 * 4, 3)  # two label lines above the panels
 
 
 def write_tiny_dataset(data_dir, *, scale=SCALE, degradation=imaging.DEGRADATION, count=3):

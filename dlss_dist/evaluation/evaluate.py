@@ -9,7 +9,7 @@ Outputs in ``output_dir``:
 
 * ``metrics.json``: mean PSNR/SSIM per method on RGB and Y (format in `evaluate`);
 * ``per_image.csv``: one row per image, ``<method>_<metric>`` columns;
-* ``grids/NNNN_<key>.png``: nearest (the LR input) | bicubic | SR | HR, labelled.
+* ``grids/NNNN_<key>.png``: nearest (the LR input) | bicubic | SR | HR, labelled with PSNR.
 """
 
 from __future__ import annotations
@@ -167,14 +167,13 @@ def evaluate(
                 row[f"{method}_{name}"] = value
         if len(rows) < max_grids:
             panels = [
-                (f"LR (nearest) {row['nearest_psnr_rgb']:.2f} dB", outputs["nearest"]),
-                (f"bicubic {row['bicubic_psnr_rgb']:.2f} dB", outputs["bicubic"]),
-                (f"SR {row['model_psnr_rgb']:.2f} dB", outputs["model"]),
-                ("HR", hr),
+                (f"LR/nearest\n{row['nearest_psnr_rgb']:.2f} dB", outputs["nearest"]),
+                (f"bicubic\n{row['bicubic_psnr_rgb']:.2f} dB", outputs["bicubic"]),
+                (f"SR\n{row['model_psnr_rgb']:.2f} dB", outputs["model"]),
+                ("HR\nPSNR RGB", hr),
             ]
-            grid_path = os.path.join(
-                output_dir, GRIDS_DIR, f"{len(rows):04d}_{_safe_name(key)}.png"
-            )
+            name = f"{len(rows):04d}_{_safe_name(key)}.png"
+            grid_path = os.path.join(output_dir, GRIDS_DIR, name)
             with tf.io.gfile.GFile(grid_path, "wb") as f:
                 f.write(imaging.encode_png(report.comparison_grid(panels)))
         rows.append(row)

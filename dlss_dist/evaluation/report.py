@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageDraw
 
-_LABEL_HEIGHT = 14
+_LINE_HEIGHT = 12
 _GAP = 4
 
 
@@ -20,11 +20,12 @@ def comparison_grid(
 
     Args:
       panels: (label, HxWx3 uint8 image) pairs, e.g. nearest | bicubic | SR | HR; all the
-        same size (enlarge the LR input with nearest neighbour first).
+        same size (enlarge the LR input with nearest neighbour first). A label may have
+        several lines ("\n"); each is clipped to its panel's width.
       background: grey level of the gaps and the label strip.
 
     Returns:
-      A uint8 RGB image of height H + 14 and width n*W + 4*(n-1).
+      A uint8 RGB image of height H + 12 * (most label lines) and width n*W + 4*(n-1).
     """
     if not panels:
         raise ValueError("comparison_grid needs at least one panel")
@@ -32,16 +33,19 @@ def comparison_grid(
     if len(shapes) != 1:
         raise ValueError(f"panels must have one size, got {sorted(shapes)}")
     height, width, _ = panels[0][1].shape
+    label_height = _LINE_HEIGHT * max(len(label.split("\n")) for label, _ in panels) + 2
     canvas = Image.new(
         "RGB",
-        (len(panels) * width + (len(panels) - 1) * _GAP, height + _LABEL_HEIGHT),
+        (len(panels) * width + (len(panels) - 1) * _GAP, height + label_height),
         (background,) * 3,
     )
-    draw = ImageDraw.Draw(canvas)
     for i, (label, image) in enumerate(panels):
         x = i * (width + _GAP)
-        canvas.paste(Image.fromarray(np.asarray(image, np.uint8)), (x, _LABEL_HEIGHT))
-        draw.text((x + 2, 1), label, fill=(0, 0, 0))
+        # Drawn on its own strip so a long label is clipped instead of running into the next.
+        strip = Image.new("RGB", (width, label_height), (background,) * 3)
+        ImageDraw.Draw(strip).multiline_text((1, 1), label, fill=(0, 0, 0), spacing=1)
+        canvas.paste(strip, (x, 0))
+        canvas.paste(Image.fromarray(np.asarray(image, np.uint8)), (x, label_height))
     return np.asarray(canvas)
 
 
