@@ -198,11 +198,8 @@ def test_best_exporter_validates_arguments(tmp_path):
         export.BestExporter(export_root=str(tmp_path), scale=SCALE, keep=0)
 
 
-@pytest.mark.parametrize("use_ema", [True, False])
-def test_load_generator_restores_ema_or_generator(tmp_path, use_ema):
-    trained = tiny_generator(seed=1)
-    other = tiny_generator(seed=2)
-    model_dir = tmp_path / "model"
+def write_model_dir(model_dir, *, generator, ema_generator=None, step=7):
+    """A training model_dir as the loop leaves it: operative config plus a checkpoint."""
     (model_dir / "checkpoints").mkdir(parents=True)
     (model_dir / "operative_config.gin").write_text(
         "import dlss_dist.models\n"
@@ -211,13 +208,21 @@ def test_load_generator_restores_ema_or_generator(tmp_path, use_ema):
         "srresnet_generator.num_filters = 8\n"
         "srresnet_generator.num_blocks = 1\n"
     )
-    step = tf.Variable(7, dtype=tf.int64)
-    if use_ema:
-        checkpoint = tf.train.Checkpoint(step=step, generator=other, ema_generator=trained)
-    else:
-        checkpoint = tf.train.Checkpoint(step=step, generator=trained)
+    objects = {"step": tf.Variable(step, dtype=tf.int64), "generator": generator}
+    if ema_generator is not None:
+        objects["ema_generator"] = ema_generator
+    checkpoint = tf.train.Checkpoint(**objects)
     tf.train.CheckpointManager(checkpoint, str(model_dir / "checkpoints"), max_to_keep=1).save()
 
+
+@pytest.mark.parametrize("use_ema", [True, False])
+def test_load_generator_restores_ema_or_generator(tmp_path, use_ema):
+    trained = tiny_generator(seed=1)
+    model_dir = tmp_path / "model"
+    if use_ema:
+        write_model_dir(model_dir, generator=tiny_generator(seed=2), ema_generator=trained)
+    else:
+        write_model_dir(model_dir, generator=trained)
     try:
         restored, scale = export.load_generator(str(model_dir))
     finally:
@@ -227,6 +232,29 @@ def test_load_generator_restores_ema_or_generator(tmp_path, use_ema):
     np.testing.assert_allclose(restored(x).numpy(), trained(x).numpy(), atol=1e-6)
     latest = export.resolve_checkpoint(str(model_dir))
     assert export.checkpoint_step(latest) == 7
+
+
+def test_export_cli_writes_a_version_folder(tmp_path, photo):
+    ema = tiny_generator(seed=3)
+    model_dir = tmp_path / "model"
+    write_model_dir(model_dir, generator=tiny_generator(seed=4), ema_generator=ema, step=42)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dlss_dist.cli.export",
+            f"--model_dir={model_dir}",
+            f"--export_dir={tmp_path / 'serving'}",
+        ],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = tf.saved_model.load(str(tmp_path / "serving" / "42"))
+    out = loaded.signatures["upscale"](images=tf.constant(photo[None]))["images"].numpy()
+    assert np.abs(out.astype(int) - keras_reference(ema, photo[None])).max() <= 1
 
 
 def test_load_generator_errors_name_the_missing_file(tmp_path):

@@ -1,0 +1,61 @@
+r"""Exports a trained generator as a TF Serving SavedModel.
+
+  dlss-export --model_dir=/models/celeba --export_dir=/models/celeba/serving
+  dlss-export --model_dir=DIR --checkpoint=DIR/checkpoints/ckpt-12 --export_dir=OUT --version=7
+
+The generator is rebuilt from <model_dir>/operative_config.gin and restored from the newest
+checkpoint (or --checkpoint); the EMA weights are exported when the checkpoint has them.
+The SavedModel goes to <export_dir>/<version>/, the folder layout TF Serving watches
+(version: --version, else the checkpoint's training step).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", None, "Training model_dir (has operative_config.gin).")
+flags.DEFINE_string("checkpoint", None, "Checkpoint prefix or folder (default: the newest).")
+flags.DEFINE_string(
+    "export_dir", None, "Export root; the SavedModel goes to <export_dir>/<version>."
+)
+flags.DEFINE_integer("version", None, "Version folder name (default: the checkpoint's step).")
+flags.DEFINE_integer(
+    "max_input_pixels", 4_000_000, "Largest input H*W the SavedModel accepts.", lower_bound=1
+)
+flags.mark_flags_as_required(["model_dir", "export_dir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from dlss_dist import export
+
+    try:
+        checkpoint = export.resolve_checkpoint(FLAGS.model_dir, FLAGS.checkpoint)
+        version = FLAGS.version
+        if version is None:
+            version = export.checkpoint_step(checkpoint)
+        if version is None:
+            raise ValueError(f"{checkpoint} has no `step` variable: pass --version")
+        generator, scale = export.load_generator(FLAGS.model_dir, checkpoint)
+        path = export.export_generator(
+            generator,
+            os.path.join(FLAGS.export_dir, str(version)),
+            scale=scale,
+            max_input_pixels=FLAGS.max_input_pixels,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"dlss-export: {error}")
+    print(f"Exported x{scale} generator from {checkpoint} to {path}")
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
