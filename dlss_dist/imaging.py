@@ -86,7 +86,10 @@ def decode_image(
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:
         raise ImageRejected("too_large", f"decompression bomb guard: {e}") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+        # A file cut inside its headers fails here already ("Truncated File Read").
+        if "truncat" in str(e).lower() and not isinstance(e, UnidentifiedImageError):
+            raise ImageRejected("truncated", f"the file is truncated: {e}") from e
         raise ImageRejected("undecodable", f"not an image PIL can read: {e}") from e
     width, height = image.size
     if width * height > max_pixels:
