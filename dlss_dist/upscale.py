@@ -75,6 +75,7 @@ class SavedModelUpscaler:
       path: the SavedModel directory that was loaded.
       scale: upscaling factor.
       max_input_pixels: the export's limit on input H*W; larger images are tiled.
+      signatures: the SavedModel's signatures (``serving_default``, ``upscale``).
     """
 
     def __init__(self, path: str):
@@ -82,7 +83,8 @@ class SavedModelUpscaler:
         self._loaded = tf.saved_model.load(self.path)
         if "upscale" not in self._loaded.signatures:
             raise ValueError(f"{self.path} has no `upscale` signature: not a dlss_dist export")
-        self._upscale = self._loaded.signatures["upscale"]
+        self.signatures = self._loaded.signatures
+        self._upscale = self.signatures["upscale"]
         self.scale = int(self._loaded.scale.numpy())
         self.max_input_pixels = int(self._loaded.max_input_pixels.numpy())
         logging.info("Loaded %s (x%d)", self.path, self.scale)

@@ -1,0 +1,315 @@
+r"""Serving benchmark: the exported SavedModel versus the Keras generator in process, and the
+peak memory of upscaling a 2048x2048 image tiled versus untiled.
+
+  .venv/bin/python bench/serve.py [--output=bench/results/serve.json]
+
+Latency/throughput: one SRResNet generator (random weights; speed does not depend on them),
+the same uint8 inputs, all variants measured in one run, interleaved repetition by
+repetition so machine noise hits them alike; the table reports medians and the ratio to the
+in-process Keras call compiled with tf.function (the fair baseline: same graph, no
+serialisation) and to the eager Keras call.
+
+Memory: each mode runs in its own subprocess (ru_maxrss is a per-process high-water mark):
+"baseline" loads the model and allocates the input and output arrays only; "untiled" upscales
+in one call; "tiled" upscales in tiles. A lighter x2 generator is used so the untiled run fits
+in RAM at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("output", "bench/results/serve.json", "Where the JSON results go.")
+flags.DEFINE_integer("scale", 4, "Latency model: upscaling factor.")
+flags.DEFINE_integer("num_filters", 64, "Latency model: SRResNet filters.")
+flags.DEFINE_integer("num_blocks", 16, "Latency model: SRResNet residual blocks.")
+flags.DEFINE_integer("input_size", 64, "Latency: LR input side in pixels.")
+flags.DEFINE_integer("repeats", 20, "Latency: timed calls per variant (batch 1).")
+flags.DEFINE_integer("batch_size", 8, "Throughput: images per call.")
+flags.DEFINE_integer("batch_repeats", 5, "Throughput: timed calls per variant.")
+flags.DEFINE_integer("memory_size", 2048, "Memory: input side in pixels.")
+flags.DEFINE_integer("memory_tile", 256, "Memory: tile side in pixels for the tiled run.")
+flags.DEFINE_integer("memory_tile_overlap", 16, "Memory: tile overlap in pixels.")
+# Internal: run one memory measurement in this (child) process.
+flags.DEFINE_string("memory_child", None, "baseline|untiled|tiled (internal).")
+flags.DEFINE_string("model", None, "SavedModel for --memory_child (internal).")
+
+
+def _test_image(size: int):
+    """A size x size uint8 photograph (scikit-image's astronaut, tiled/cropped)."""
+    import numpy as np
+    from skimage import data
+
+    photo = data.astronaut()
+    reps = -(-size // photo.shape[0])
+    return np.ascontiguousarray(np.tile(photo, (reps, reps, 1))[:size, :size])
+
+
+def _build_generator(scale: int, num_filters: int, num_blocks: int):
+    import numpy as np
+
+    from dlss_dist.models.generators import srresnet_generator
+
+    generator = srresnet_generator(scale, num_filters=num_filters, num_blocks=num_blocks)
+    rng = np.random.default_rng(0)
+    for variable in generator.weights:
+        variable.assign(rng.normal(0, 0.02, variable.shape).astype(np.float32))
+    return generator
+
+
+def memory_child() -> None:
+    """Measures one mode and prints {"mode", "max_rss_mb", "seconds"} as JSON."""
+    import numpy as np
+
+    from dlss_dist import upscale
+
+    upscaler = upscale.SavedModelUpscaler(FLAGS.model)
+    image = _test_image(FLAGS.memory_size)
+    start = time.perf_counter()
+    if FLAGS.memory_child == "baseline":
+        side = FLAGS.memory_size * upscaler.scale
+        out = np.ones((side, side, 3), np.uint8)  # touch the pages, as a real output would
+    elif FLAGS.memory_child == "untiled":
+        out = upscaler.upscale_batch(image[None])[0]
+    else:
+        out = upscaler(image, tile=FLAGS.memory_tile, tile_overlap=FLAGS.memory_tile_overlap)
+    seconds = time.perf_counter() - start
+    max_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(
+        json.dumps(
+            {
+                "mode": FLAGS.memory_child,
+                "max_rss_mb": round(max_rss_mb, 1),
+                "seconds": round(seconds, 2),
+                "output_shape": list(out.shape),
+                "output_checksum": int(out[:: max(1, out.shape[0] // 512)].astype(np.int64).sum()),
+            }
+        )
+    )
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def latency_and_throughput(workdir: str) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
+    from dlss_dist import export, upscale
+
+    generator = _build_generator(FLAGS.scale, FLAGS.num_filters, FLAGS.num_blocks)
+    path = export.export_generator(
+        generator, os.path.join(workdir, "latency", "1"), scale=FLAGS.scale
+    )
+    upscaler = upscale.SavedModelUpscaler(path)
+    serving = upscaler.signatures["serving_default"]
+
+    def keras_eager(images):
+        sr = generator(tf.cast(images, tf.float32) / 127.5 - 1.0, training=False)
+        return tf.cast(tf.round((tf.clip_by_value(sr, -1.0, 1.0) + 1.0) * 127.5), tf.uint8).numpy()
+
+    keras_function = tf.function(
+        lambda images: tf.cast(
+            tf.round(
+                (
+                    tf.clip_by_value(
+                        generator(tf.cast(images, tf.float32) / 127.5 - 1.0, training=False),
+                        -1.0,
+                        1.0,
+                    )
+                    + 1.0
+                )
+                * 127.5
+            ),
+            tf.uint8,
+        ),
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)],
+    )
+
+    photo = _test_image(512)
+    size = FLAGS.input_size
+    rng = np.random.default_rng(0)
+    batch = np.stack(
+        [
+            photo[y : y + size, x : x + size]
+            for y, x in rng.integers(0, 512 - size, (FLAGS.batch_size, 2))
+        ]
+    )
+    single = batch[:1]
+    png = tf.constant([tf.io.encode_png(single[0]).numpy()])
+
+    variants = {
+        "keras_eager": lambda images: keras_eager(images),
+        "keras_tf_function": lambda images: keras_function(images).numpy(),
+        "savedmodel_upscale": upscaler.upscale_batch,
+    }
+    # Same numbers from every variant, or the comparison is meaningless.
+    reference = variants["keras_tf_function"](single)
+    for name, fn in variants.items():
+        assert np.abs(fn(single).astype(int) - reference).max() <= 1, name
+        fn(batch)  # warm-up at both shapes
+
+    def serving_png(_images):
+        return serving(image_bytes=png)["image_bytes"].numpy()
+
+    serving_png(None)
+    latency = {name: [] for name in [*variants, "savedmodel_serving_default_png"]}
+    for _ in range(FLAGS.repeats):
+        for name, fn in variants.items():
+            latency[name].append(_timed(lambda fn=fn: fn(single)))
+        latency["savedmodel_serving_default_png"].append(_timed(lambda: serving_png(None)))
+    throughput = {name: [] for name in variants}
+    for _ in range(FLAGS.batch_repeats):
+        for name, fn in variants.items():
+            throughput[name].append(_timed(lambda fn=fn: fn(batch)))
+
+    base = statistics.median(latency["keras_tf_function"])
+    base_eager = statistics.median(latency["keras_eager"])
+    base_batch = statistics.median(throughput["keras_tf_function"])
+    rows = []
+    for name, times in latency.items():
+        median = statistics.median(times)
+        row = {
+            "variant": name,
+            "latency_ms_median": round(1000 * median, 1),
+            "latency_vs_keras_tf_function": round(median / base, 3),
+            "latency_vs_keras_eager": round(median / base_eager, 3),
+        }
+        if name in throughput:
+            batch_median = statistics.median(throughput[name])
+            row["throughput_images_per_s"] = round(FLAGS.batch_size / batch_median, 2)
+            row["throughput_time_vs_keras_tf_function"] = round(batch_median / base_batch, 3)
+        rows.append(row)
+    return {
+        "model": {
+            "network": "srresnet_generator",
+            "scale": FLAGS.scale,
+            "num_filters": FLAGS.num_filters,
+            "num_blocks": FLAGS.num_blocks,
+        },
+        "input": f"{size}x{size} uint8, batch 1 (latency) / batch {FLAGS.batch_size} (throughput)",
+        "repeats": FLAGS.repeats,
+        "batch_repeats": FLAGS.batch_repeats,
+        "rows": rows,
+    }
+
+
+def peak_memory(workdir: str) -> dict:
+    from dlss_dist import export
+
+    scale, num_filters, num_blocks = 2, 32, 4
+    generator = _build_generator(scale, num_filters, num_blocks)
+    path = export.export_generator(
+        generator,
+        os.path.join(workdir, "memory", "1"),
+        scale=scale,
+        max_input_pixels=FLAGS.memory_size**2,
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    rows = []
+    for mode in ("baseline", "tiled", "untiled"):
+        logging.info("Memory: %s", mode)
+        result = subprocess.run(
+            [
+                sys.executable,
+                os.path.abspath(__file__),
+                f"--memory_child={mode}",
+                f"--model={path}",
+                f"--memory_size={FLAGS.memory_size}",
+                f"--memory_tile={FLAGS.memory_tile}",
+                f"--memory_tile_overlap={FLAGS.memory_tile_overlap}",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode:
+            rows.append({"mode": mode, "error": result.stderr[-2000:]})
+            continue
+        rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    return {
+        "model": {
+            "network": "srresnet_generator",
+            "scale": scale,
+            "num_filters": num_filters,
+            "num_blocks": num_blocks,
+        },
+        "input": f"{FLAGS.memory_size}x{FLAGS.memory_size} uint8",
+        "tile": FLAGS.memory_tile,
+        "tile_overlap": FLAGS.memory_tile_overlap,
+        "rows": rows,
+    }
+
+
+def markdown(results: dict) -> str:
+    speed, memory = results["latency"], results["memory"]
+    m = speed["model"]
+    lines = [
+        f"SRResNet x{m['scale']} ({m['num_filters']} filters, {m['num_blocks']} blocks), "
+        f"{speed['input']}; medians of {speed['repeats']} / {speed['batch_repeats']} "
+        "interleaved calls.",
+        "",
+        "| variant | latency (ms) | vs Keras tf.function | vs Keras eager | "
+        "throughput (img/s) | batch time vs Keras tf.function |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in speed["rows"]:
+        lines.append(
+            f"| {r['variant']} | {r['latency_ms_median']} | {r['latency_vs_keras_tf_function']}x"
+            f" | {r['latency_vs_keras_eager']}x | {r.get('throughput_images_per_s', '-')} | "
+            + (
+                f"{r['throughput_time_vs_keras_tf_function']}x"
+                if "throughput_time_vs_keras_tf_function" in r
+                else "-"
+            )
+            + " |"
+        )
+    mm = memory["model"]
+    lines += [
+        "",
+        f"Peak memory (ru_maxrss, one subprocess each), {memory['input']} with SRResNet "
+        f"x{mm['scale']} ({mm['num_filters']} filters, {mm['num_blocks']} blocks); tiles of "
+        f"{memory['tile']} px, overlap {memory['tile_overlap']}:",
+        "",
+        "| mode | peak RSS (MB) | time (s) |",
+        "|---|---|---|",
+    ]
+    for r in memory["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['mode']} | failed | - |")
+        else:
+            lines.append(f"| {r['mode']} | {r['max_rss_mb']} | {r['seconds']} |")
+    return "\n".join(lines)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if FLAGS.memory_child:
+        memory_child()
+        return
+    with tempfile.TemporaryDirectory() as workdir:
+        results = {"latency": latency_and_throughput(workdir), "memory": peak_memory(workdir)}
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+    with open(FLAGS.output, "w") as f:
+        json.dump(results, f, indent=2)
+    print(markdown(results))
+    print(f"\nWrote {FLAGS.output}")
+
+
+if __name__ == "__main__":
+    app.run(main)
