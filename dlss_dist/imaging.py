@@ -90,6 +90,11 @@ def decode_image(
         # A file cut inside its headers fails here already ("Truncated File Read").
         if "truncat" in str(e).lower() and not isinstance(e, UnidentifiedImageError):
             raise ImageRejected("truncated", f"the file is truncated: {e}") from e
+        if isinstance(e, UnidentifiedImageError):
+            # PIL's message names the in-memory buffer object: keep rejects deterministic.
+            raise ImageRejected(
+                "undecodable", "not an image file in a format PIL can identify"
+            ) from e
         raise ImageRejected("undecodable", f"not an image PIL can read: {e}") from e
     width, height = image.size
     if width * height > max_pixels:

@@ -134,9 +134,7 @@ def test_bad_files_rejected_with_reasons():
     assert _reason(good[: len(good) // 2]) == "truncated"
     assert _reason(_png(photo)[:-200]) in ("truncated", "undecodable")
     assert _reason(good, max_pixels=64 * 64 - 1) == "too_large"
-    np.testing.assert_array_equal(
-        imaging.decode_image(good, max_pixels=64 * 64).shape, (64, 64, 3)
-    )
+    np.testing.assert_array_equal(imaging.decode_image(good, max_pixels=64 * 64).shape, (64, 64, 3))
 
 
 def test_rejection_pickles_with_its_reason():
