@@ -8,6 +8,7 @@ operative config and exports.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import signal
@@ -113,13 +114,26 @@ def validation_psnr(generator: keras.Model, examples, scale: int) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def weights_fingerprint(model: keras.Model) -> str:
+    """A short hash of a model's weights, for comparing workers' copies in logs."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _interval_end(step: int, every: int) -> int:
     """The next multiple of `every` after `step` (infinity when `every` is 0)."""
     return (step // every + 1) * every if every else sys.maxsize
 
 
-def _make_train_fn(strategy, replica_step, *, jit_compile: bool, step_counter: tf.Variable):
-    """Compiles `num_steps` replica steps per call, with in-graph data-wait timing."""
+def _make_train_fn(
+    strategy, replica_step, *, jit_compile: bool, step_counter: tf.Variable, time_input: bool
+):
+    """Compiles `num_steps` replica steps per call, with optional in-graph data-wait timing.
+
+    `time_input` must be False under op determinism, which forbids tf.timestamp.
+    """
     step_fn = tf.function(replica_step, jit_compile=True) if jit_compile else replica_step
 
     @tf.function
@@ -127,11 +141,14 @@ def _make_train_fn(strategy, replica_step, *, jit_compile: bool, step_counter: t
         totals = {name: tf.constant(0.0) for name in trainer_lib.METRICS}
         data_wait = tf.constant(0.0, tf.float64)
         for _ in tf.range(num_steps):
-            start = tf.timestamp()
-            with tf.control_dependencies([start]):
+            if time_input:
+                start = tf.timestamp()
+                with tf.control_dependencies([start]):
+                    lr, hr = next(iterator)
+                with tf.control_dependencies(strategy.experimental_local_results(hr)):
+                    data_wait += tf.timestamp() - start
+            else:
                 lr, hr = next(iterator)
-            with tf.control_dependencies(strategy.experimental_local_results(hr)):
-                data_wait += tf.timestamp() - start
             per_replica = strategy.run(step_fn, args=(lr, hr))
             # Reassign (not mutate) so AutoGraph carries the dict through the loop.
             totals = {
@@ -270,7 +287,7 @@ def train_loop(
     checkpoint_dir = os.path.join(model_dir, CHECKPOINT_DIR)
     latest = tf.train.latest_checkpoint(checkpoint_dir)
     if latest:
-        checkpoint.read(latest).assert_consumed()
+        checkpoint.restore(latest).assert_existing_objects_matched()
         logging.info("Resumed from %s at step %d.", latest, int(step.numpy()))
     # Non-chief workers must take part in every save (it may involve collectives), but
     # write to a private directory that is removed afterwards.
@@ -294,7 +311,13 @@ def train_loop(
     input_fn = pipeline.make_input_fn(data_dir, start_step=start_step)
     iterator = iter(strategy.distribute_datasets_from_function(input_fn))
     train_functions = {
-        phase: _make_train_fn(strategy, fn, jit_compile=jit_compile, step_counter=step)
+        phase: _make_train_fn(
+            strategy,
+            fn,
+            jit_compile=jit_compile,
+            step_counter=step,
+            time_input=not deterministic,
+        )
         for phase, fn in (("pixel", trainer.pixel_step), ("gan", trainer.gan_step))
     }
 
@@ -386,7 +409,8 @@ def train_loop(
                     f"training stopped. The last good checkpoint is {manager.latest_checkpoint}."
                 )
             metrics["images_per_second"] = done * global_batch_size / elapsed
-            metrics["data_wait_fraction"] = float(data_wait) / elapsed
+            if not deterministic:
+                metrics["data_wait_fraction"] = float(data_wait) / elapsed
             if progress is not None:
                 progress.update(
                     current, [(k, v) for k, v in metrics.items() if k in trainer_lib.METRICS]
@@ -420,6 +444,8 @@ def train_loop(
                 raise Preempted(current)
     if last_saved != current:
         save_checkpoint()
+    # Every worker logs this; equal values prove the replicas stayed in sync.
+    logging.info("Final generator weights fingerprint: %s", weights_fingerprint(generator))
     if chief and start_step < total_steps:
         export_and_sample(current, sample=True, export=True)
     writer.flush()

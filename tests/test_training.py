@@ -1,0 +1,247 @@
+"""Training behaviour: configs build, loss falls, replicas agree, restarts are exact."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+import training_helpers as th
+
+from dlss_dist import config, distribute, models
+
+GIN_FILES = sorted(glob.glob(os.path.join(th.REPO, "gin", "*.gin")))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, sample_photos):
+    """48 examples (HR 32 px, scale 2) cut from the shared sample photographs."""
+    from beam_jobs import images_to_tfrecords
+
+    out = str(tmp_path_factory.mktemp("train_data") / "dataset")
+    images_to_tfrecords.run_job(
+        [
+            "--source=folder",
+            f"--input_dir={sample_photos}",
+            f"--output_dir={out}",
+            "--scale=2",
+            "--hr_size=32",
+            "--patches_per_image=4",
+            "--num_shards=2",
+        ]
+    )
+    return out
+
+
+@pytest.fixture
+def clean_gin():
+    gin.clear_config()
+    yield
+    gin.clear_config()
+
+
+@pytest.mark.parametrize("gin_file", GIN_FILES, ids=os.path.basename)
+def test_every_gin_file_parses_and_builds_its_models(gin_file, clean_gin):
+    config.parse_config([gin_file])
+    generator = models.build_generator()
+    discriminator = models.build_discriminator()
+    scale = gin.query_parameter("%SCALE")
+    size = gin.query_parameter("%HR_SIZE")
+    lr = tf.zeros([1, size // scale, size // scale, 3])
+    assert generator(lr).shape == (1, size, size, 3)
+    assert discriminator(tf.zeros([1, size, size, 3])).shape == (1,)
+
+
+def test_unknown_gin_binding_is_an_error(clean_gin):
+    with pytest.raises(ValueError, match="no_such_parameter"):
+        config.parse_config([th.TINY_GIN], ["train_loop.no_such_parameter = 1"])
+
+
+def test_missing_gin_file_is_a_clear_error(clean_gin):
+    with pytest.raises(FileNotFoundError, match="nope.gin"):
+        config.parse_config(["nope.gin"])
+
+
+def test_tf_config_from_indexed_job_environment():
+    environ = {"DLSS_WORKER_HOSTS": "a-0.w:2222, a-1.w:2222", "JOB_COMPLETION_INDEX": "1"}
+    assert distribute.tf_config_from_environment(environ) == {
+        "cluster": {"worker": ["a-0.w:2222", "a-1.w:2222"]},
+        "task": {"type": "worker", "index": 1},
+    }
+    explicit = {"TF_CONFIG": json.dumps({"cluster": {}, "task": {}}), **environ}
+    assert distribute.tf_config_from_environment(explicit) == {"cluster": {}, "task": {}}
+    assert distribute.tf_config_from_environment({}) is None
+    with pytest.raises(ValueError, match="JOB_COMPLETION_INDEX"):
+        distribute.tf_config_from_environment({"DLSS_WORKER_HOSTS": "a:1"})
+    with pytest.raises(ValueError, match="outside"):
+        distribute.tf_config_from_environment(
+            {"DLSS_WORKER_HOSTS": "a:1", "JOB_COMPLETION_INDEX": "3"}
+        )
+
+
+def _pixel_losses(model_dir: str) -> list[float]:
+    """The 'pixel' scalars TensorBoard would show, in step order."""
+    values = []
+    for path in sorted(glob.glob(os.path.join(model_dir, "summaries", "events.*"))):
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                if value.tag == "pixel":
+                    values.append((event.step, float(tf.make_ndarray(value.tensor))))
+    return [value for _, value in sorted(values)]
+
+
+def test_loss_falls_and_outputs_are_written(dataset, tmp_path):
+    model_dir = str(tmp_path / "model")
+    # A generator without the bicubic skip starts far from the target, so learning shows.
+    result = th.run_train(
+        model_dir,
+        dataset,
+        "build_generator.network = @sr_dcgan_generator",
+        "sr_dcgan_generator.scale = 2",
+        "sr_dcgan_generator.num_filters = 8",
+        "sr_dcgan_generator.num_residual_units = 1",
+        "train_loop.total_steps = 40",
+        "train_loop.warmup_steps = 40",
+        "train_loop.steps_per_loop = 4",
+        "train_loop.summary_every_steps = 4",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    losses = _pixel_losses(model_dir)
+    assert len(losses) == 10
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:2])
+    assert os.path.exists(os.path.join(model_dir, "operative_config.gin"))
+    assert glob.glob(os.path.join(model_dir, "samples", "step_*.png"))
+    assert os.path.isdir(os.path.join(model_dir, "export", "40"))
+    assert th.checkpoint_step(th.latest_checkpoint(model_dir)) == 40
+
+
+def test_one_replica_equals_two_replicas(dataset, tmp_path):
+    weights = {}
+    for replicas in (1, 2):
+        model_dir = str(tmp_path / f"replicas_{replicas}")
+        result = th.run_train(
+            model_dir,
+            dataset,
+            f"distribute.num_cpu_devices = {replicas}",
+            "train_loop.deterministic = True",
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"with {replicas} replica(s) in sync" in result.stderr
+        weights[replicas] = th.checkpoint_values(th.latest_checkpoint(model_dir))
+    # Same examples, same per-example losses; only float summation order differs.
+    th.assert_same_weights(weights[1], weights[2], atol=1e-5)
+    assert int(weights[1]["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 8
+
+
+RESUME_PARAMS = (
+    "train_loop.total_steps = 160",
+    "train_loop.deterministic = True",
+    "train_loop.sample_every_steps = 0",
+)
+
+
+def test_sigkill_then_restart_equals_uninterrupted_run(dataset, tmp_path):
+    straight = str(tmp_path / "straight")
+    result = th.run_train(straight, dataset, *RESUME_PARAMS)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    resumed = str(tmp_path / "resumed")
+    process = th.start_train(resumed, dataset, *RESUME_PARAMS)
+    th.wait_for_checkpoint(resumed, process)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    killed_at = th.checkpoint_step(th.latest_checkpoint(resumed))
+    assert killed_at < 160
+
+    result = th.run_train(resumed, dataset, *RESUME_PARAMS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"at step {killed_at}" in result.stderr  # "Resumed from ... at step N."
+    th.assert_same_weights(
+        th.checkpoint_values(th.latest_checkpoint(straight)),
+        th.checkpoint_values(th.latest_checkpoint(resumed)),
+    )
+
+
+def test_sigterm_saves_a_checkpoint_at_the_current_step(dataset, tmp_path):
+    model_dir = str(tmp_path / "model")
+    process = th.start_train(
+        model_dir,
+        dataset,
+        "train_loop.total_steps = 100000",
+        "train_loop.checkpoint_every_steps = 1000",
+        "train_loop.steps_per_loop = 1",
+        "train_loop.summary_every_steps = 1",
+    )
+    # The first checkpoint is the SIGTERM one: wait until training is under way.
+    summaries = os.path.join(model_dir, "summaries")
+    while process.poll() is None and not (
+        os.path.isdir(summaries)
+        and any(os.path.getsize(os.path.join(summaries, f)) > 2000 for f in os.listdir(summaries))
+    ):
+        pass
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-3000:]
+    stopped = int(stderr.split("checkpoint at step ")[1].split(".")[0])
+    assert 0 < stopped < 1000
+    assert th.checkpoint_step(th.latest_checkpoint(model_dir)) == stopped
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(dataset, tmp_path, clean_gin):
+    model_dir = str(tmp_path / "model")
+    # The warm-up is finite and checkpointed at step 4; the adversarial weight then
+    # overflows float32 and the first GAN chunk's loss is infinite.
+    result = th.run_train(
+        model_dir,
+        dataset,
+        "train_loop.warmup_steps = 4",
+        "Trainer.adversarial_weight = 1e39",
+    )
+    assert result.returncode == 1
+    assert "Non-finite loss" in result.stderr
+    assert "ckpt-4" in result.stderr
+    assert th.checkpoint_step(th.latest_checkpoint(model_dir)) == 4
+    weights = th.checkpoint_values(th.latest_checkpoint(model_dir))
+    assert all(np.isfinite(w).all() for w in weights.values())
+
+
+@pytest.mark.slow
+def test_two_worker_processes_train_together(dataset, tmp_path):
+    ports = th.free_ports(2)
+    hosts = ",".join(f"127.0.0.1:{port}" for port in ports)
+    model_dir = str(tmp_path / "model")
+    processes = [
+        th.start_train(
+            model_dir,
+            dataset,
+            "distribute.strategy = 'multi_worker'",
+            DLSS_WORKER_HOSTS=hosts,
+            JOB_COMPLETION_INDEX=str(index),
+        )
+        for index in range(2)
+    ]
+    outputs = []
+    for process in processes:
+        try:
+            outputs.append(process.communicate(timeout=240))
+        except subprocess.TimeoutExpired:
+            for other in processes:
+                other.kill()
+            raise
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr[-3000:]
+    assert "with 2 replica(s) in sync" in outputs[0][1]
+    # Only the chief writes checkpoints; worker 1's temporary copies are removed.
+    assert not glob.glob(os.path.join(model_dir, "tmp", "worker-1", "*.index"))
+    assert th.checkpoint_step(th.latest_checkpoint(model_dir)) == 8
+    assert os.path.exists(os.path.join(model_dir, "operative_config.gin"))
+    fingerprints = [stderr.split("weights fingerprint: ")[1].split()[0] for _, stderr in outputs]
+    assert fingerprints[0] == fingerprints[1]
