@@ -176,7 +176,8 @@ def encode_png(image: np.ndarray) -> bytes:
     if image.dtype != np.uint8:
         raise ValueError(f"encode_png needs uint8, got {image.dtype}")
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
+    # zlib level 1: half the encode time of the default 6 for ~6% larger files.
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 
@@ -233,6 +234,34 @@ def resize_weights(in_length: int, out_length: int) -> np.ndarray:
     return matrix
 
 
+@functools.lru_cache(maxsize=64)
+def _sparse_weights(in_length: int, out_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`resize_weights` as ``(columns, weights)`` of shape ``out x taps``.
+
+    Each output pixel has only a few taps; gathering them is faster than a dense
+    matrix product and does not depend on BLAS threads (which, on a busy machine,
+    made the dense product ten times slower).
+    """
+    matrix = resize_weights(in_length, out_length)
+    taps = max(1, int((matrix != 0).sum(axis=1).max()))
+    columns = np.zeros((out_length, taps), dtype=np.intp)
+    weights = np.zeros((out_length, taps), dtype=np.float64)
+    for row in range(out_length):
+        (nonzero,) = np.nonzero(matrix[row])
+        columns[row, : len(nonzero)] = nonzero
+        weights[row, : len(nonzero)] = matrix[row, nonzero]
+    return columns, weights
+
+
+def _resize_axis0(values: np.ndarray, out_length: int) -> np.ndarray:
+    columns, weights = _sparse_weights(values.shape[0], out_length)
+    weights = weights.reshape(weights.shape + (1,) * (values.ndim - 1))
+    out = values[columns[:, 0]] * weights[:, 0]
+    for tap in range(1, columns.shape[1]):
+        out += values[columns[:, tap]] * weights[:, tap]
+    return out
+
+
 def imresize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resizes like MATLAB ``imresize(image, [height width], 'bicubic')``.
 
@@ -250,16 +279,9 @@ def imresize(image: np.ndarray, height: int, width: int) -> np.ndarray:
         raise ValueError(f"imresize takes uint8 images, got {image.dtype}")
     if image.ndim not in (2, 3):
         raise ValueError(f"imresize takes HxW or HxWxC images, got shape {image.shape}")
-    in_height, in_width = image.shape[:2]
-    rows = resize_weights(in_height, height)
-    cols = resize_weights(in_width, width)
     values = image.astype(np.float64)
-    if image.ndim == 2:
-        out = rows @ values @ cols.T
-    else:
-        # (h, H) x (H, W, C) -> (h, W, C), then contract W with (w, W).
-        out = np.einsum("hH,HWc->hWc", rows, values, optimize=True)
-        out = np.einsum("hWc,wW->hwc", out, cols, optimize=True)
+    out = _resize_axis0(values, height)
+    out = _resize_axis0(out.swapaxes(0, 1), width).swapaxes(0, 1)
     return np.floor(np.clip(out, 0.0, 255.0) + 0.5).astype(np.uint8)
 
 
