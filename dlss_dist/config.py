@@ -15,6 +15,7 @@ def register_configurables() -> None:
     """Imports every module that defines a gin configurable."""
     # pylint: disable=import-outside-toplevel,unused-import
     import dlss_dist.data.pipeline  # noqa: F401
+    import dlss_dist.demo  # noqa: F401
     import dlss_dist.distribute  # noqa: F401
     import dlss_dist.models  # noqa: F401
     import dlss_dist.models.losses  # noqa: F401

@@ -70,13 +70,8 @@ def _kubernetes_versions() -> tuple[str, ...]:
 def _render(overlay: str) -> tuple[dict, ...]:
     """`kubectl kustomize` output of one overlay, as parsed objects."""
     result = subprocess.run(
-        # gin/ lives outside k8s/base, which kustomize only reads with this flag (README).
-        [
-            _kubectl(),
-            "kustomize",
-            "--load-restrictor=LoadRestrictionsNone",
-            str(K8S / "overlays" / overlay),
-        ],
+        # No --load-restrictor: what renders here is what `kubectl apply -k` applies.
+        [_kubectl(), "kustomize", str(K8S / "overlays" / overlay)],
         capture_output=True,
         text=True,
     )

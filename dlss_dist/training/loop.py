@@ -24,6 +24,8 @@ from absl import logging
 
 from dlss_dist import distribute, imaging, models
 from dlss_dist.data import pipeline
+from dlss_dist.evaluation import metrics as metrics_lib
+from dlss_dist.evaluation import report
 from dlss_dist.training import trainer as trainer_lib
 
 OPERATIVE_CONFIG = "operative_config.gin"
@@ -92,25 +94,28 @@ def upscale_numpy(generator: keras.Model, lr: np.ndarray) -> np.ndarray:
 
 
 def sample_grid(generator: keras.Model, examples, scale: int) -> np.ndarray:
-    """Rows of LR (nearest) | bicubic | SR | HR, like the seeds' sample images."""
-    rows = []
-    for lr, hr in examples:
-        sr = upscale_numpy(generator, lr)
-        row = [imaging.upscale_nearest(lr, scale), imaging.upscale_bicubic(lr, scale), sr, hr]
-        rows.append(np.concatenate(row, axis=1))
+    """One labelled row per example: LR (nearest) | bicubic | SR | HR, like the seeds' samples."""
+    rows = [
+        report.comparison_grid(
+            [
+                ("LR (nearest)", imaging.upscale_nearest(lr, scale)),
+                ("bicubic", imaging.upscale_bicubic(lr, scale)),
+                ("SR", upscale_numpy(generator, lr)),
+                ("HR", hr),
+            ]
+        )
+        for lr, hr in examples
+    ]
     width = max(row.shape[1] for row in rows)
     rows = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows]
     return np.concatenate(rows, axis=0)
 
 
 def validation_psnr(generator: keras.Model, examples, scale: int) -> float:
-    """Mean PSNR (dB, RGB, border crop = scale) of the generator's uint8 output."""
-    values = []
-    for lr, hr in examples:
-        sr = upscale_numpy(generator, lr).astype(np.float64)
-        crop = (slice(scale, -scale), slice(scale, -scale))
-        mse = np.mean((sr[crop] - hr[crop].astype(np.float64)) ** 2)
-        values.append(10 * math.log10(255.0**2 / max(mse, 1e-10)))
+    """Mean RGB PSNR (dB, border crop = scale) of the generator's uint8 output."""
+    values = [
+        metrics_lib.psnr(hr, upscale_numpy(generator, lr), border=scale) for lr, hr in examples
+    ]
     return float(np.mean(values)) if values else float("nan")
 
 

@@ -1,0 +1,40 @@
+r"""Runs the whole pipeline on bundled sample photographs (what `make demo` runs).
+
+dlss-demo --output_dir=demo_output [--overwrite] [--gin_param='train_loop.total_steps = 50']
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("output_dir", None, "Where photos, dataset, model, evaluation and report go.")
+flags.DEFINE_bool("overwrite", False, "Replace the outputs of an earlier demo run.")
+flags.DEFINE_multi_string("gin_file", ["demo.gin"], "Gin config files, applied in order.")
+flags.DEFINE_multi_string("gin_param", [], "Gin bindings applied after the files.")
+flags.mark_flag_as_required("output_dir")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from dlss_dist import config, demo
+    from dlss_dist.evaluation import evaluate
+
+    config.parse_config(FLAGS.gin_file, FLAGS.gin_param)
+    try:
+        report, summary = demo.run_demo(FLAGS.output_dir, overwrite=FLAGS.overwrite)
+    except (FileExistsError, ValueError) as error:
+        sys.exit(f"dlss-demo: {error}")
+    print(evaluate.format_table(summary))
+    print(f"\nReport: {report}")
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
