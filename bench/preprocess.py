@@ -11,7 +11,8 @@ start, imports, work, TFDS metadata):
 
 Prints a table and writes JSON (images/s and ratios to the bare loop).
 
-  .venv/bin/python bench/preprocess.py --num_images=2000 --output_json=bench_preprocess.json
+  .venv/bin/python bench/preprocess.py --num_images=2000 --repeats=3 \
+      --output_json=bench_preprocess.json
 """
 
 from __future__ import annotations
@@ -135,17 +136,21 @@ def main() -> None:
             "--direct_running_mode=multi_processing",
         ],
     }
-    seconds = {}
-    for name, command in contenders.items():
-        runs = []
-        for repeat in range(args.repeats):
-            runs.append(timed(command(os.path.join(work, f"{name}_{repeat}"))))
-        seconds[name] = min(runs)
+    # Round robin, best of --repeats: the machines are shared, so load changes during a
+    # run; interleaving gives every contender the same chances.
+    load_before = os.getloadavg()
+    runs: dict[str, list[float]] = {name: [] for name in contenders}
+    for repeat in range(args.repeats):
+        for name, command in contenders.items():
+            runs[name].append(timed(command(os.path.join(work, f"{name}_{repeat}"))))
+    seconds = {name: min(times) for name, times in runs.items()}
     result = {
         "num_images": args.num_images,
         "image_size": "178x218 JPEG -> HR 128, LR 32",
         "cpu_count": os.cpu_count(),
         "seconds": seconds,
+        "all_runs_seconds": runs,
+        "load_average_before_after": [load_before[0], os.getloadavg()[0]],
         "images_per_second": {k: args.num_images / v for k, v in seconds.items()},
         "ratio_to_bare": {k: seconds["bare"] / v for k, v in seconds.items()},
         "aims": {"beam_1": 0.8, "beam_2": 1.5},
