@@ -15,7 +15,6 @@ from collections.abc import Callable
 import gin
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from dlss_dist import imaging
 from dlss_dist.data import schema
@@ -64,14 +63,13 @@ def check_compatible(
         )
 
 
-def _shard_lengths(data_dir: str, split: str, files: list[str]) -> list[int]:
-    """Examples per shard file, from the TFDS metadata the Beam job wrote."""
-    info = tfds.builder_from_directory(data_dir).info
-    lengths = list(info.splits[split].shard_lengths)
+def _shard_lengths(manifest: dict, split: str, files: list[str]) -> list[int]:
+    """Examples per shard file, as the Beam job recorded them in the manifest."""
+    lengths = list(manifest["splits"][split]["shard_lengths"])
     if len(lengths) != len(files):
         raise ValueError(
-            f"{data_dir}: dataset_info.json lists {len(lengths)} shards for split {split!r} "
-            f"but {len(files)} files exist; the dataset is incomplete or was modified."
+            f"The manifest lists {len(lengths)} shards for split {split!r} but "
+            f"{len(files)} files exist; the dataset is incomplete or was modified."
         )
     return lengths
 
@@ -154,7 +152,7 @@ def make_input_fn(
     files = schema.tfrecord_files(data_dir, split)
     if not files:
         raise ValueError(f"{data_dir} has no examples in split {split!r}.")
-    lengths = _shard_lengths(data_dir, split, files)
+    lengths = _shard_lengths(manifest, split, files)
     if start_step < 0:
         raise ValueError(f"start_step must be >= 0, got {start_step}.")
 
