@@ -11,8 +11,9 @@ serialisation) and to the eager Keras call.
 
 Memory: each mode runs in its own subprocess (ru_maxrss is a per-process high-water mark):
 "baseline" loads the model and allocates the input and output arrays only; "untiled" upscales
-in one call; "tiled" upscales in tiles. A lighter x2 generator is used so the untiled run fits
-in RAM at all.
+in one call; "tiled N" upscales in N x N tiles. A lighter x2 generator is used so the untiled
+run fits in RAM at all. The memory runs come first and the model is exported by a child too,
+because a child's ru_maxrss starts from the parent's resident size at fork.
 """
 
 from __future__ import annotations
@@ -30,19 +31,25 @@ from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output", "bench/results/serve.json", "Where the JSON results go.")
+flags.DEFINE_multi_enum("parts", ["latency", "memory"], ["latency", "memory"], "What to measure.")
 flags.DEFINE_integer("scale", 4, "Latency model: upscaling factor.")
 flags.DEFINE_integer("num_filters", 64, "Latency model: SRResNet filters.")
 flags.DEFINE_integer("num_blocks", 16, "Latency model: SRResNet residual blocks.")
 flags.DEFINE_integer("input_size", 64, "Latency: LR input side in pixels.")
-flags.DEFINE_integer("repeats", 20, "Latency: timed calls per variant (batch 1).")
+flags.DEFINE_integer("repeats", 30, "Latency: timed calls per variant (batch 1).")
 flags.DEFINE_integer("batch_size", 8, "Throughput: images per call.")
-flags.DEFINE_integer("batch_repeats", 5, "Throughput: timed calls per variant.")
+flags.DEFINE_integer("batch_repeats", 15, "Throughput: timed calls per variant.")
 flags.DEFINE_integer("memory_size", 2048, "Memory: input side in pixels.")
-flags.DEFINE_integer("memory_tile", 256, "Memory: tile side in pixels for the tiled run.")
+flags.DEFINE_list("memory_tiles", ["256", "512"], "Memory: tile sides for the tiled runs.")
+flags.DEFINE_integer("memory_tile", 256, "Memory: tile side (internal, one child).")
 flags.DEFINE_integer("memory_tile_overlap", 16, "Memory: tile overlap in pixels.")
 # Internal: run one memory measurement in this (child) process.
 flags.DEFINE_string("memory_child", None, "baseline|untiled|tiled (internal).")
+flags.DEFINE_string("export_child", None, "Export the memory model here (internal).")
 flags.DEFINE_string("model", None, "SavedModel for --memory_child (internal).")
+
+# The memory model: light enough that the untiled 2048x2048 run fits in RAM at all.
+MEMORY_MODEL = {"scale": 2, "num_filters": 32, "num_blocks": 4}
 
 
 def _test_image(size: int):
@@ -85,11 +92,17 @@ def memory_child() -> None:
         out = upscaler(image, tile=FLAGS.memory_tile, tile_overlap=FLAGS.memory_tile_overlap)
     seconds = time.perf_counter() - start
     max_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    # VmHWM is the same high-water mark for this program's own address space only (ru_maxrss
+    # also counts the parent's pages at fork); both are reported as a cross-check.
+    with open("/proc/self/status") as f:
+        vm_hwm_kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    mode = FLAGS.memory_child
     print(
         json.dumps(
             {
-                "mode": FLAGS.memory_child,
+                "mode": f"tiled {FLAGS.memory_tile}" if mode == "tiled" else mode,
                 "max_rss_mb": round(max_rss_mb, 1),
+                "vm_hwm_mb": round(vm_hwm_kb / 1024, 1),
                 "seconds": round(seconds, 2),
                 "output_shape": list(out.shape),
                 "output_checksum": int(out[:: max(1, out.shape[0] // 512)].astype(np.int64).sum()),
@@ -179,19 +192,28 @@ def latency_and_throughput(workdir: str) -> dict:
     base = statistics.median(latency["keras_tf_function"])
     base_eager = statistics.median(latency["keras_eager"])
     base_batch = statistics.median(throughput["keras_tf_function"])
+    # Minimums too: on a shared machine noise only ever adds time, so the fastest call is the
+    # steadiest estimate of what each variant costs.
+    base_min = min(latency["keras_tf_function"])
+    base_batch_min = min(throughput["keras_tf_function"])
     rows = []
     for name, times in latency.items():
         median = statistics.median(times)
         row = {
             "variant": name,
             "latency_ms_median": round(1000 * median, 1),
+            "latency_ms_min": round(1000 * min(times), 1),
             "latency_vs_keras_tf_function": round(median / base, 3),
+            "latency_min_vs_keras_tf_function": round(min(times) / base_min, 3),
             "latency_vs_keras_eager": round(median / base_eager, 3),
         }
         if name in throughput:
             batch_median = statistics.median(throughput[name])
             row["throughput_images_per_s"] = round(FLAGS.batch_size / batch_median, 2)
             row["throughput_time_vs_keras_tf_function"] = round(batch_median / base_batch, 3)
+            row["throughput_min_time_vs_keras_tf_function"] = round(
+                min(throughput[name]) / base_batch_min, 3
+            )
         rows.append(row)
     return {
         "model": {
@@ -207,92 +229,101 @@ def latency_and_throughput(workdir: str) -> dict:
     }
 
 
-def peak_memory(workdir: str) -> dict:
+def export_child() -> None:
+    """Exports the memory model to --export_child (keeps TF out of the parent process)."""
     from dlss_dist import export
 
-    scale, num_filters, num_blocks = 2, 32, 4
-    generator = _build_generator(scale, num_filters, num_blocks)
-    path = export.export_generator(
+    generator = _build_generator(**MEMORY_MODEL)
+    export.export_generator(
         generator,
-        os.path.join(workdir, "memory", "1"),
-        scale=scale,
+        FLAGS.export_child,
+        scale=MEMORY_MODEL["scale"],
         max_input_pixels=FLAGS.memory_size**2,
     )
+
+
+def _run_child(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, os.path.abspath(__file__), *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+
+
+def peak_memory(workdir: str) -> dict:
+    """Runs before anything imports TensorFlow here: a child's ru_maxrss starts from the
+    parent's resident size at fork, so the parent must stay small."""
+    path = os.path.join(workdir, "memory", "1")
+    exported = _run_child(f"--export_child={path}", f"--memory_size={FLAGS.memory_size}")
+    if exported.returncode:
+        raise RuntimeError(f"exporting the memory model failed:\n{exported.stderr[-3000:]}")
+    runs = [("baseline", 0)] + [("tiled", int(t)) for t in FLAGS.memory_tiles] + [("untiled", 0)]
     rows = []
-    for mode in ("baseline", "tiled", "untiled"):
-        logging.info("Memory: %s", mode)
-        result = subprocess.run(
-            [
-                sys.executable,
-                os.path.abspath(__file__),
-                f"--memory_child={mode}",
-                f"--model={path}",
-                f"--memory_size={FLAGS.memory_size}",
-                f"--memory_tile={FLAGS.memory_tile}",
-                f"--memory_tile_overlap={FLAGS.memory_tile_overlap}",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
+    for mode, tile in runs:
+        logging.info("Memory: %s %s", mode, tile or "")
+        result = _run_child(
+            f"--memory_child={mode}",
+            f"--model={path}",
+            f"--memory_size={FLAGS.memory_size}",
+            f"--memory_tile={tile or 256}",
+            f"--memory_tile_overlap={FLAGS.memory_tile_overlap}",
         )
         if result.returncode:
             rows.append({"mode": mode, "error": result.stderr[-2000:]})
             continue
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
     return {
-        "model": {
-            "network": "srresnet_generator",
-            "scale": scale,
-            "num_filters": num_filters,
-            "num_blocks": num_blocks,
-        },
+        "model": {"network": "srresnet_generator", **MEMORY_MODEL},
         "input": f"{FLAGS.memory_size}x{FLAGS.memory_size} uint8",
-        "tile": FLAGS.memory_tile,
         "tile_overlap": FLAGS.memory_tile_overlap,
         "rows": rows,
     }
 
 
 def markdown(results: dict) -> str:
-    speed, memory = results["latency"], results["memory"]
-    m = speed["model"]
-    lines = [
-        f"SRResNet x{m['scale']} ({m['num_filters']} filters, {m['num_blocks']} blocks), "
-        f"{speed['input']}; medians of {speed['repeats']} / {speed['batch_repeats']} "
-        "interleaved calls.",
-        "",
-        "| variant | latency (ms) | vs Keras tf.function | vs Keras eager | "
-        "throughput (img/s) | batch time vs Keras tf.function |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in speed["rows"]:
-        lines.append(
-            f"| {r['variant']} | {r['latency_ms_median']} | {r['latency_vs_keras_tf_function']}x"
-            f" | {r['latency_vs_keras_eager']}x | {r.get('throughput_images_per_s', '-')} | "
-            + (
-                f"{r['throughput_time_vs_keras_tf_function']}x"
-                if "throughput_time_vs_keras_tf_function" in r
-                else "-"
+    lines = []
+    if "latency" in results:
+        speed = results["latency"]
+        m = speed["model"]
+        lines += [
+            f"SRResNet x{m['scale']} ({m['num_filters']} filters, {m['num_blocks']} blocks), "
+            f"{speed['input']}; {speed['repeats']} / {speed['batch_repeats']} interleaved calls "
+            "per variant; ratios are to the in-process Keras generator in a tf.function "
+            "(median, and min in brackets).",
+            "",
+            "| variant | latency median (min), ms | latency ratio | throughput, img/s | "
+            "batch time ratio |",
+            "|---|---|---|---|---|",
+        ]
+        for r in speed["rows"]:
+            batch = "-"
+            if "throughput_time_vs_keras_tf_function" in r:
+                batch = (
+                    f"{r['throughput_time_vs_keras_tf_function']}x "
+                    f"({r['throughput_min_time_vs_keras_tf_function']}x)"
+                )
+            lines.append(
+                f"| {r['variant']} | {r['latency_ms_median']} ({r['latency_ms_min']}) | "
+                f"{r['latency_vs_keras_tf_function']}x ({r['latency_min_vs_keras_tf_function']}x)"
+                f" | {r.get('throughput_images_per_s', '-')} | {batch} |"
             )
-            + " |"
-        )
-    mm = memory["model"]
-    lines += [
-        "",
-        f"Peak memory (ru_maxrss, one subprocess each), {memory['input']} with SRResNet "
-        f"x{mm['scale']} ({mm['num_filters']} filters, {mm['num_blocks']} blocks); tiles of "
-        f"{memory['tile']} px, overlap {memory['tile_overlap']}:",
-        "",
-        "| mode | peak RSS (MB) | time (s) |",
-        "|---|---|---|",
-    ]
-    for r in memory["rows"]:
-        if "error" in r:
-            lines.append(f"| {r['mode']} | failed | - |")
-        else:
-            lines.append(f"| {r['mode']} | {r['max_rss_mb']} | {r['seconds']} |")
+    if "memory" in results:
+        memory = results["memory"]
+        mm = memory["model"]
+        lines += [
+            "",
+            f"Peak memory (one subprocess each), {memory['input']} with SRResNet x{mm['scale']} "
+            f"({mm['num_filters']} filters, {mm['num_blocks']} blocks), tile overlap "
+            f"{memory['tile_overlap']} px; baseline = load the model, allocate input and output:",
+            "",
+            "| mode | peak RSS, ru_maxrss (MB) | VmHWM (MB) | time (s) |",
+            "|---|---|---|---|",
+        ]
+        for r in memory["rows"]:
+            if "error" in r:
+                lines.append(f"| {r['mode']} | failed | - | - |")
+            else:
+                lines.append(
+                    f"| {r['mode']} | {r['max_rss_mb']} | {r['vm_hwm_mb']} | {r['seconds']} |"
+                )
     return "\n".join(lines)
 
 
@@ -302,8 +333,15 @@ def main(argv):
     if FLAGS.memory_child:
         memory_child()
         return
+    if FLAGS.export_child:
+        export_child()
+        return
+    results = {}
     with tempfile.TemporaryDirectory() as workdir:
-        results = {"latency": latency_and_throughput(workdir), "memory": peak_memory(workdir)}
+        if "memory" in FLAGS.parts:
+            results["memory"] = peak_memory(workdir)  # first, while this process is small
+        if "latency" in FLAGS.parts:
+            results["latency"] = latency_and_throughput(workdir)
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
     with open(FLAGS.output, "w") as f:
         json.dump(results, f, indent=2)
