@@ -245,3 +245,21 @@ def test_two_worker_processes_train_together(dataset, tmp_path):
     assert os.path.exists(os.path.join(model_dir, "operative_config.gin"))
     fingerprints = [stderr.split("weights fingerprint: ")[1].split()[0] for _, stderr in outputs]
     assert fingerprints[0] == fingerprints[1]
+
+
+@pytest.mark.parametrize(
+    "switch", ["train_loop.jit_compile = True", "train_loop.mixed_precision = True"]
+)
+def test_xla_and_mixed_precision_switches_train(dataset, tmp_path, switch):
+    model_dir = str(tmp_path / "model")
+    result = th.run_train(
+        model_dir,
+        dataset,
+        switch,
+        "train_loop.total_steps = 4",
+        "train_loop.sample_every_steps = 0",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    values = th.checkpoint_values(th.latest_checkpoint(model_dir))
+    assert int(values["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 4
+    assert all(np.isfinite(value).all() for value in values.values() if value.dtype.kind == "f")

@@ -46,12 +46,39 @@ class PixelShuffle(keras.layers.Layer):
         return {**super().get_config(), "block_size": self.block_size}
 
 
+def _keys_cubic(distance: tf.Tensor, a: float = -0.5) -> tf.Tensor:
+    """Keys' cubic convolution kernel (a = -0.5), the one tf.image.resize uses."""
+    near = ((a + 2.0) * distance - (a + 3.0)) * distance * distance + 1.0
+    far = ((a * distance - 5.0 * a) * distance + 8.0 * a) * distance - 4.0 * a
+    return tf.where(distance <= 1.0, near, tf.where(distance < 2.0, far, 0.0))
+
+
+def bicubic_upsample_matrix(size: tf.Tensor, scale: int) -> tf.Tensor:
+    """The [size·scale, size] matrix of tf.image.resize's bicubic enlargement along one axis.
+
+    Half-pixel centres; taps outside the image get weight 0 and the rest are renormalised,
+    as in TF's ResizeBicubic kernel.
+    """
+    source = (tf.cast(tf.range(size * scale), tf.float32) + 0.5) / scale - 0.5
+    base = tf.floor(source)
+    taps = tf.constant([-1.0, 0.0, 1.0, 2.0])
+    weights = _keys_cubic(tf.abs(source[:, None] - base[:, None] - taps[None, :]))
+    index = tf.cast(base[:, None] + taps[None, :], tf.int32)
+    weights = tf.where((index >= 0) & (index < size), weights, 0.0)
+    weights /= tf.reduce_sum(weights, axis=1, keepdims=True)
+    one_hot = tf.one_hot(tf.clip_by_value(index, 0, size - 1), size)  # [out, 4, size]
+    return tf.reduce_sum(one_hot * weights[..., None], axis=1)
+
+
 @keras.saving.register_keras_serializable(package="dlss_dist")
 class BicubicUpsample(keras.layers.Layer):
-    """Enlarges images `scale`× with `tf.image.resize(method="bicubic", antialias=False)`.
+    """Enlarges images `scale`× exactly like `tf.image.resize(method="bicubic")`.
 
-    Only used to enlarge (the generators' global skip), where antialiasing does nothing;
-    LR images are never made with this layer (see `dlss_dist.imaging.degrade_bicubic`).
+    Written as two matrix products instead of the ResizeBicubic op because XLA has no
+    ResizeBicubic kernel on CPU, and `train_loop.jit_compile` must work with the default
+    generator. Computed in float32 whatever the precision policy. Only used to enlarge
+    (the generators' global skip); LR images are never made with this layer (see
+    `dlss_dist.imaging.degrade_bicubic`).
     """
 
     def __init__(self, scale: int = 2, **kwargs):
@@ -59,9 +86,11 @@ class BicubicUpsample(keras.layers.Layer):
         self.scale = check_positive_int("scale", scale, minimum=2)
 
     def call(self, inputs):
-        size = tf.shape(inputs)[1:3] * self.scale
-        resized = tf.image.resize(inputs, size, method="bicubic", antialias=False)
-        # tf.image.resize returns float32 for every method but nearest; keep the layer's dtype.
+        images = tf.cast(inputs, tf.float32)
+        rows = bicubic_upsample_matrix(tf.shape(images)[1], self.scale)
+        columns = bicubic_upsample_matrix(tf.shape(images)[2], self.scale)
+        resized = tf.einsum("oh,nhwc->nowc", rows, images)
+        resized = tf.einsum("pw,nowc->nopc", columns, resized)
         return tf.cast(resized, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):

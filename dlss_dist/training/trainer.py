@@ -165,11 +165,14 @@ class Trainer:
             return tf.constant(0.0)
         return tf.nn.scale_regularization_loss(tf.add_n(model.losses))
 
-    def _apply(self, optimizer, tape, loss, model) -> None:
+    def _scaled(self, optimizer, loss: tf.Tensor) -> tf.Tensor:
+        """The loss to differentiate: multiplied by the dynamic loss scale under mixed
+        precision (call inside the tape, so the product is recorded)."""
+        return optimizer.scale_loss(loss) if self._mixed_precision else loss
+
+    def _apply(self, optimizer, tape, scaled_loss, model) -> None:
         variables = model.trainable_variables
-        if self._mixed_precision:
-            loss = optimizer.scale_loss(loss)
-        gradients = tape.gradient(loss, variables)
+        gradients = tape.gradient(scaled_loss, variables)
         # LossScaleOptimizer unscales and skips non-finite steps itself.
         optimizer.apply_gradients(zip(gradients, variables, strict=True))
 
@@ -186,7 +189,8 @@ class Trainer:
             pixel, perceptual = self._generator_content_loss(hr, sr)
             g_per_example = self._pixel_weight * pixel + self._perceptual_weight * perceptual
             g_loss = self._average(g_per_example) + self._regularization(self.generator)
-        self._apply(self.generator_optimizer, generator_tape, g_loss, self.generator)
+            g_scaled = self._scaled(self.generator_optimizer, g_loss)
+        self._apply(self.generator_optimizer, generator_tape, g_scaled, self.generator)
         self._update_ema()
         zero = tf.constant(0.0)
         return {
