@@ -24,7 +24,7 @@ test: lint
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)
-	$(BIN)/dlss-demo --output_dir=demo_output
+	$(BIN)/dlss-demo --output_dir=demo_output --overwrite
 
 format: $(STAMP)
 	$(BIN)/ruff format .
