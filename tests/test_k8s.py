@@ -495,40 +495,6 @@ def _local_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-# Test-only observer for the non-chief worker: the training loop deletes the checkpoint a
-# non-chief worker writes right after writing it; keep a copy so its weights can be compared.
-_KEEP_WORKER_CHECKPOINT = """
-import os
-import shutil
-
-import tensorflow as tf
-
-_keep = os.environ["DLSS_TEST_KEEP_WORKER_CHECKPOINT"]
-_rmtree = tf.io.gfile.rmtree
-
-
-def _copy_then_rmtree(path):
-    if os.path.isdir(path) and os.path.basename(path).startswith("worker-"):
-        shutil.rmtree(_keep, ignore_errors=True)
-        shutil.copytree(path, _keep)
-    _rmtree(path)
-
-
-tf.io.gfile.rmtree = _copy_then_rmtree
-"""
-
-
-def _weights(checkpoint: str) -> dict:
-    import tensorflow as tf
-
-    reader = tf.train.load_checkpoint(checkpoint)
-    return {
-        name: reader.get_tensor(name)
-        for name in reader.get_variable_to_shape_map()
-        if name.split("/", 1)[0] in ("generator", "discriminator", "ema_generator")
-    }
-
-
 @pytest.mark.slow
 def test_manifests_run_locally_preprocess_then_two_workers(tmp_path, sample_photos):
     """The rendered Jobs' exact commands, run as local processes on loopback.
@@ -539,8 +505,6 @@ def test_manifests_run_locally_preprocess_then_two_workers(tmp_path, sample_phot
     changes, to the tiny config (the manifest's is sized for GPUs). Both must finish with
     identical weights, and TF Serving's base path must then hold integer version dirs.
     """
-    import numpy as np
-
     volume = tmp_path / "pvc"
     # The pods' working directory /app, with gin/ being the ConfigMap's content.
     app = tmp_path / "app"
@@ -574,19 +538,10 @@ def test_manifests_run_locally_preprocess_then_two_workers(tmp_path, sample_phot
     ]
     args = [_localize(arg, mounts, volume) for arg in args]
     command = container["command"] + args
-    shim = tmp_path / "shim"
-    shim.mkdir()
-    (shim / "sitecustomize.py").write_text(_KEEP_WORKER_CHECKPOINT)
-    kept = tmp_path / "worker-1-checkpoint"
     logs = [tmp_path / f"worker-{index}.log" for index in range(2)]
     workers = []
     for index, log in enumerate(logs):
         extra = dict(env, JOB_COMPLETION_INDEX=str(index))
-        if index == 1:
-            extra.update(
-                PYTHONPATH=os.pathsep.join([str(shim), os.environ.get("PYTHONPATH", "")]),
-                DLSS_TEST_KEEP_WORKER_CHECKPOINT=str(kept),
-            )
         with open(log, "w") as stream:
             workers.append(
                 subprocess.Popen(
@@ -603,18 +558,14 @@ def test_manifests_run_locally_preprocess_then_two_workers(tmp_path, sample_phot
     output = "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in logs)
     assert codes == [0, 0], f"{shlex.join(command)}\n{output}"
 
-    # Both workers end with the same weights: the chief's checkpoint and worker 1's copy.
+    # Both workers end with the same weights (each logs a fingerprint of its copy), and
+    # the chief checkpointed the last step.
+    fingerprints = [
+        re.search(r"weights fingerprint: (\w+)", log.read_text()).group(1) for log in logs
+    ]
+    assert fingerprints[0] == fingerprints[1], output
     model_dir = Path(_flags(args)["--model_dir"][0])
-    import tensorflow as tf
-
-    chief_checkpoint = tf.train.latest_checkpoint(str(model_dir / "checkpoints"))
-    worker_checkpoint = tf.train.latest_checkpoint(str(kept))
-    assert chief_checkpoint and worker_checkpoint, output
-    assert Path(chief_checkpoint).name == Path(worker_checkpoint).name
-    chief, worker = _weights(chief_checkpoint), _weights(worker_checkpoint)
-    assert chief and chief.keys() == worker.keys()
-    for name in chief:
-        np.testing.assert_array_equal(chief[name], worker[name], err_msg=name)
+    assert (model_dir / "checkpoints" / "checkpoint").exists(), output
 
     # 3. TF Serving's model base path now holds what it serves: integer version dirs.
     serving = _one("gpu-multi-worker", "Deployment", "dlss-serving")["spec"]["template"]
