@@ -198,7 +198,9 @@ class BestExporter:
         {"metric": "psnr", "keep": 3, "scale": 4,
          "exports": [{"step": 2000, "psnr": 27.1, "path": ".../2000", "time": ...}, ...]}
 
-    ``exports`` is sorted best first. In a multi-worker job call it on the chief only.
+    ``exports`` is sorted best first; readers should find an export as
+    ``<export_root>/<step>`` (``path`` records where it was written, which may be relative to
+    the writer's working directory). In a multi-worker job call it on the chief only.
     """
 
     def __init__(
@@ -238,6 +240,10 @@ class BestExporter:
             return []
         with tf.io.gfile.GFile(path) as f:
             exports = json.load(f).get("exports", [])
+        # Paths are rebuilt from the step: the root may have been moved or mounted elsewhere
+        # since, or been given relative to another working directory.
+        for entry in exports:
+            entry["path"] = os.path.join(self.export_root, str(entry["step"]))
         # An entry whose folder is gone (deleted by hand) cannot be served; forget it.
         return [e for e in exports if tf.io.gfile.exists(e["path"])]
 

@@ -51,8 +51,11 @@ def resolve_savedmodel(path: str) -> str:
         with tf.io.gfile.GFile(index) as f:
             exports = json.load(f).get("exports", [])
         for entry in exports:  # best first
-            if tf.io.gfile.exists(os.path.join(entry["path"], "saved_model.pb")):
-                return entry["path"]
+            # The version folder, found from the step: the recorded path may be relative to
+            # the working directory of the training run.
+            candidate = os.path.join(path, str(entry["step"]))
+            if tf.io.gfile.exists(os.path.join(candidate, "saved_model.pb")):
+                return candidate
     if tf.io.gfile.isdir(path):
         versions = [
             int(name.rstrip("/"))

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from skimage import data as skdata
 
-from dlss_dist import export
+from dlss_dist import export, upscale
 from dlss_dist.models.generators import srresnet_generator
 
 SCALE = 2
@@ -187,10 +187,14 @@ def test_best_exporter_keeps_the_best_versions(generator, tmp_path):
     assert [(e["step"], e["psnr"]) for e in index["exports"]] == [(200, 22.0), (500, 21.0)]
     assert os.path.exists(os.path.join(root, "500", "saved_model.pb"))
 
-    # A restarted run reads the index back and keeps ranking against it.
-    resumed = export.BestExporter(export_root=root, scale=SCALE, keep=2, max_input_pixels=1024)
-    assert resumed.best_path == os.path.join(root, "200")
+    # A restarted run reads the index back and keeps ranking against it, also when the root
+    # was moved since.
+    moved = str(tmp_path / "moved")
+    os.rename(root, moved)
+    resumed = export.BestExporter(export_root=moved, scale=SCALE, keep=2, max_input_pixels=1024)
+    assert resumed.best_path == os.path.join(moved, "200")
     assert resumed.maybe_export(generator, step=600, psnr=20.5) is None
+    assert upscale.resolve_savedmodel(moved) == os.path.join(moved, "200")
 
 
 def test_best_exporter_validates_arguments(tmp_path):
