@@ -84,7 +84,9 @@ def write_report(output_dir: str, summary: dict, timings: dict[str, float], step
         f"{summary['scale']}x super-resolution of {summary['num_images']} photographs the "
         f"model never saw ({', '.join(HELD_OUT_PHOTOGRAPHS)}; LR made by "
         f"`{summary['degradation']}`, border crop {summary['border_crop']} px), after "
-        f"{steps} training steps on two logical CPU replicas.",
+        f"{steps} training steps on two logical CPU replicas. Model: "
+        f"`{os.path.relpath(summary['model'], output_dir)}`, the kept export with the best "
+        "validation PSNR.",
         "",
         evaluate_lib.format_table(summary),
         "",

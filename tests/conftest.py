@@ -94,3 +94,23 @@ def make_dataset(tmp_path):
         return output_dir
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def train_dataset(tmp_path_factory, sample_photos) -> str:
+    """A small training dataset: 4 patches (HR 32 px, scale 2) per sample photo, 3 shards."""
+    from beam_jobs import images_to_tfrecords
+
+    out = str(tmp_path_factory.mktemp("train_dataset") / "dataset")
+    images_to_tfrecords.run_job(
+        [
+            "--source=folder",
+            f"--input_dir={sample_photos}",
+            f"--output_dir={out}",
+            "--scale=2",
+            "--hr_size=32",
+            "--patches_per_image=4",
+            "--num_shards=3",
+        ]
+    )
+    return out

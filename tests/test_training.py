@@ -19,24 +19,9 @@ from dlss_dist import config, distribute, models
 GIN_FILES = sorted(glob.glob(os.path.join(th.REPO, "gin", "*.gin")))
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory, sample_photos):
-    """48 examples (HR 32 px, scale 2) cut from the shared sample photographs."""
-    from beam_jobs import images_to_tfrecords
-
-    out = str(tmp_path_factory.mktemp("train_data") / "dataset")
-    images_to_tfrecords.run_job(
-        [
-            "--source=folder",
-            f"--input_dir={sample_photos}",
-            f"--output_dir={out}",
-            "--scale=2",
-            "--hr_size=32",
-            "--patches_per_image=4",
-            "--num_shards=2",
-        ]
-    )
-    return out
+@pytest.fixture
+def dataset(train_dataset):
+    return train_dataset
 
 
 @pytest.fixture
