@@ -435,10 +435,12 @@ def train_loop(
                 save_checkpoint()
                 last_saved = current
             if chief:
-                sample = bool(sample_every_steps) and current % sample_every_steps == 0
-                export = bool(export_every_steps) and current % export_every_steps == 0
+                # The last step always samples and exports, once, after the loop.
+                periodic = current < total_steps
+                sample = periodic and sample_every_steps and current % sample_every_steps == 0
+                export = periodic and export_every_steps and current % export_every_steps == 0
                 if sample or export:
-                    export_and_sample(current, sample=sample, export=export)
+                    export_and_sample(current, sample=bool(sample), export=bool(export))
             stop = sigterm.received
             if multi_worker:
                 stop = bool(any_worker(tf.constant(float(stop))) > 0)
