@@ -224,8 +224,10 @@ class Trainer:
                 + self._perceptual_weight * perceptual
             )
             g_loss = self._average(g_per_example) + self._regularization(self.generator)
-        self._apply(self.discriminator_optimizer, discriminator_tape, d_loss, self.discriminator)
-        self._apply(self.generator_optimizer, generator_tape, g_loss, self.generator)
+            d_scaled = self._scaled(self.discriminator_optimizer, d_loss)
+            g_scaled = self._scaled(self.generator_optimizer, g_loss)
+        self._apply(self.discriminator_optimizer, discriminator_tape, d_scaled, self.discriminator)
+        self._apply(self.generator_optimizer, generator_tape, g_scaled, self.generator)
         self._update_ema()
         return {
             "g_loss": g_loss,
