@@ -1,0 +1,84 @@
+"""The per-replica step in process: loss scaling under mixed precision, EMA."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dlss_dist.models import discriminators, generators
+from dlss_dist.training.trainer import Trainer
+
+
+def _networks(policy: str):
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        keras.utils.set_random_seed(0)
+        generator = generators.srresnet_generator(scale=2, num_filters=8, num_blocks=1)
+        discriminator = discriminators.dcgan_discriminator(
+            conv_filters=8, kernel=3, num_pooling_stages=2
+        )
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    return generator, discriminator
+
+
+def _weight_change(step_name: str, *, mixed_precision: bool) -> np.ndarray:
+    """Generator weight change (flattened) after one step with plain SGD(1.0)."""
+    generator, discriminator = _networks("mixed_float16" if mixed_precision else "float32")
+    optimizers = []
+    for model in (generator, discriminator):
+        optimizer = keras.optimizers.SGD(learning_rate=1.0)
+        if mixed_precision:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+        optimizers.append(optimizer)
+    trainer = Trainer(
+        generator=generator,
+        discriminator=discriminator,
+        generator_optimizer=optimizers[0],
+        discriminator_optimizer=optimizers[1],
+        global_batch_size=2,
+        mixed_precision=mixed_precision,
+        adversarial_weight=1.0,
+    )
+    lr = tf.random.stateless_uniform([2, 8, 8, 3], seed=[1, 2], minval=-1.0, maxval=1.0)
+    hr = tf.random.stateless_uniform([2, 16, 16, 3], seed=[3, 4], minval=-1.0, maxval=1.0)
+    before = np.concatenate([w.ravel() for w in generator.get_weights()])
+    getattr(trainer, step_name)(lr, hr)
+    return np.concatenate([w.ravel() for w in generator.get_weights()]) - before
+
+
+@pytest.mark.parametrize("step_name", ["pixel_step", "gan_step"])
+def test_mixed_precision_updates_match_float32(step_name):
+    # LossScaleOptimizer divides gradients by the loss scale, so the step must have
+    # multiplied the loss by it inside the tape; otherwise updates shrink 32768-fold.
+    reference = _weight_change(step_name, mixed_precision=False)
+    mixed = _weight_change(step_name, mixed_precision=True)
+    assert np.abs(reference).max() > 1e-4
+    np.testing.assert_allclose(mixed, reference, atol=0.02 * np.abs(reference).max())
+
+
+def test_ema_tracks_the_generator():
+    generator, discriminator = _networks("float32")
+    ema = generators.srresnet_generator(scale=2, num_filters=8, num_blocks=1)
+    ema.set_weights(generator.get_weights())
+    optimizers = [keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-2)]
+    for optimizer, model in zip(optimizers, (generator, discriminator), strict=True):
+        optimizer.build(model.trainable_variables)
+    trainer = Trainer(
+        generator=generator,
+        discriminator=discriminator,
+        generator_optimizer=optimizers[0],
+        discriminator_optimizer=optimizers[1],
+        global_batch_size=2,
+        ema_generator=ema,
+        ema_decay=0.5,
+    )
+    start = [w.copy() for w in generator.get_weights()]
+    lr = tf.random.stateless_uniform([2, 8, 8, 3], seed=[1, 2], minval=-1.0, maxval=1.0)
+    hr = tf.random.stateless_uniform([2, 16, 16, 3], seed=[3, 4], minval=-1.0, maxval=1.0)
+    trainer.pixel_step(lr, hr)
+    for e, s, w in zip(ema.get_weights(), start, generator.get_weights(), strict=True):
+        np.testing.assert_allclose(e, 0.5 * s + 0.5 * w, rtol=1e-5, atol=1e-7)
