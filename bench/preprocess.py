@@ -12,7 +12,7 @@ start, imports, work, TFDS metadata):
 Prints a table and writes JSON (images/s and ratios to the bare loop).
 
   .venv/bin/python bench/preprocess.py --num_images=2000 --repeats=3 \
-      --output_json=bench_preprocess.json
+      --output_json=bench/results/preprocess.json
 """
 
 from __future__ import annotations
@@ -105,8 +105,8 @@ def timed(command: list[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num_images", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=1, help="best of N runs per contender")
-    parser.add_argument("--output_json", default="bench_preprocess.json")
+    parser.add_argument("--repeats", type=int, default=3, help="best of N runs per contender")
+    parser.add_argument("--output_json", default="bench/results/preprocess.json")
     parser.add_argument("--_bare", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._bare:
@@ -155,6 +155,7 @@ def main() -> None:
         "ratio_to_bare": {k: seconds["bare"] / v for k, v in seconds.items()},
         "aims": {"beam_1": 0.8, "beam_2": 1.5},
     }
+    os.makedirs(os.path.dirname(os.path.abspath(args.output_json)), exist_ok=True)
     with open(args.output_json, "w") as f:
         json.dump(result, f, indent=2)
     print(f"{'contender':<10} {'seconds':>8} {'images/s':>9} {'x bare':>7}")

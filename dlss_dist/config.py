@@ -24,10 +24,13 @@ def register_configurables() -> None:
 
 
 def resolve_gin_file(path: str) -> str:
-    """Returns `path` if it exists, else the same name in the repository's gin/ folder."""
-    if os.path.exists(path) or "://" in path:
+    """Returns `path`; a bare file name that is not in the working directory is looked up
+    in the repository's gin/ folder (a path with folders is never redirected)."""
+    if os.path.exists(path) or os.path.dirname(path) or "://" in path:
+        if not (os.path.exists(path) or "://" in path):
+            raise FileNotFoundError(f"Gin file {path!r} not found.")
         return path
-    candidate = os.path.join(GIN_DIR, os.path.basename(path))
+    candidate = os.path.join(GIN_DIR, path)
     if os.path.exists(candidate):
         return candidate
     raise FileNotFoundError(f"Gin file {path!r} not found (also looked in {GIN_DIR}).")

@@ -87,9 +87,13 @@ def create_strategy(strategy: str = "mirrored", num_cpu_devices: int = 1) -> tf.
                 "distribute.strategy='multi_worker' needs TF_CONFIG, or "
                 f"{WORKER_HOSTS_ENV} and {INDEX_ENV}, in the environment."
             )
+        if num_cpu_devices > 1:
+            # MultiWorkerMirroredStrategy uses one CPU device per worker, whatever the split.
+            raise ValueError(
+                "distribute.num_cpu_devices > 1 has no effect with 'multi_worker': run more "
+                "workers instead."
+            )
         os.environ["TF_CONFIG"] = json.dumps(config)
-        if not gpus and num_cpu_devices > 1:
-            _split_cpu(num_cpu_devices)
         options = tf.distribute.experimental.CommunicationOptions(
             implementation=tf.distribute.experimental.CommunicationImplementation.NCCL
             if gpus

@@ -3,7 +3,7 @@
 The exported SavedModel is a `tf.Module` with two explicit signatures (DESIGN.md §4):
 
 * ``serving_default(image_bytes: string[N]) -> {"image_bytes": string[N]}``: encoded images
-  (JPEG, PNG, GIF, BMP, WebP) in, PNG bytes out. The names end in ``_bytes`` so TF Serving's
+  (JPEG, PNG, GIF, BMP, WebP, JPEG XL) in, PNG bytes out. The names end in ``_bytes`` so TF Serving's
   REST API accepts and returns them as ``{"b64": ...}``. Images in one batch may differ in
   size. Grayscale inputs become RGB; an alpha channel is dropped (``channels=3``), i.e. the
   stored colour of transparent pixels is used as is; animated GIFs use their first frame.
@@ -295,27 +295,6 @@ class BestExporter:
         return final
 
 
-def _import_configurables() -> None:
-    """Imports every module whose gin configurables an operative config may mention."""
-    try:
-        from dlss_dist import config
-    except ImportError as e:
-        if e.name != "dlss_dist.config":
-            raise
-    else:
-        config.register_configurables()
-        return
-    # Without the shared registry, import what exists: the models, then training if present.
-    import dlss_dist.models  # noqa: F401
-
-    try:
-        import dlss_dist.training  # noqa: F401
-    except ImportError as e:
-        # Only tolerate the package being absent, not a broken import inside it.
-        if e.name != "dlss_dist.training":
-            raise
-
-
 def resolve_checkpoint(model_dir: str, checkpoint: str | None = None) -> str:
     """Returns a checkpoint prefix: `checkpoint` itself, the newest in a directory, or the
     newest in ``<model_dir>/checkpoints``. Raises FileNotFoundError naming what was searched."""
@@ -348,15 +327,21 @@ def load_generator(model_dir: str, checkpoint: str | None = None) -> tuple[keras
 
     Returns:
       (generator, scale). The EMA weights are restored when the checkpoint has them.
+      The process's gin config is replaced by the model dir's operative config.
     """
-    _import_configurables()
-    config = os.path.join(model_dir, "operative_config.gin")
+    from dlss_dist import config as gin_config
+    from dlss_dist.training import loop
+
+    gin_config.register_configurables()
+    config = os.path.join(model_dir, loop.OPERATIVE_CONFIG)
     if not tf.io.gfile.exists(config):
         raise FileNotFoundError(f"{config} not found: is {model_dir} a training model_dir?")
     path = resolve_checkpoint(model_dir, checkpoint)
 
     from dlss_dist.models import build_generator
 
+    # The model dir's config replaces whatever this process had bound before.
+    gin.clear_config()
     with tf.io.gfile.GFile(config) as f, gin.unlock_config():
         gin.parse_config(f.read(), skip_unknown=False)
     generator = build_generator()

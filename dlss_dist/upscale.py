@@ -240,13 +240,21 @@ class UpscaleResult:
 
 
 def _output_names(files: Sequence[str]) -> list[str]:
-    """<stem>.png per input; inputs sharing a stem keep their extension to stay distinct."""
+    """<stem>.png per input; names that would collide get their extension, then a counter.
+
+    (`a/x.png` and `b/x.png` become `x_png.png` and `x_png_1.png`: no output overwrites another.)
+    """
     stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
-    names = []
+    names, taken = [], set()
     for file, stem in zip(files, stems, strict=True):
         if stems.count(stem) > 1:
             stem = os.path.basename(file).replace(".", "_")
-        names.append(stem + ".png")
+        name, counter = stem + ".png", 0
+        while name in taken:
+            counter += 1
+            name = f"{stem}_{counter}.png"
+        taken.add(name)
+        names.append(name)
     return names
 
 

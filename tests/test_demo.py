@@ -42,6 +42,8 @@ def test_demo_runs_end_to_end(tmp_path):
     assert os.path.isdir(output_dir / "model" / "export" / "6")
 
     # A second run refuses to mix its outputs with the first one's...
-    again = subprocess.run(command, env=train_env(), capture_output=True, text=True, cwd=REPO)
+    again = subprocess.run(
+        command, env=train_env(), capture_output=True, text=True, cwd=REPO, timeout=120
+    )
     assert again.returncode == 1
     assert "pass --overwrite" in again.stderr

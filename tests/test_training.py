@@ -41,6 +41,16 @@ def test_every_gin_file_parses_and_builds_its_models(gin_file, clean_gin):
     lr = tf.zeros([1, size // scale, size // scale, 3])
     assert generator(lr).shape == (1, size, size, 3)
     assert discriminator(tf.zeros([1, size, size, 3])).shape == (1,)
+    # The loop's and the input pipeline's required bindings are all given.
+    for parameter in (
+        "train_loop.total_steps",
+        "train_loop.global_batch_size",
+        "train_loop.scale",
+        "make_input_fn.global_batch_size",
+        "make_input_fn.scale",
+        "make_input_fn.hr_patch_size",
+    ):
+        assert gin.query_parameter(parameter) is not None, parameter
 
 
 def test_unknown_gin_binding_is_an_error(clean_gin):
@@ -167,11 +177,13 @@ def test_sigterm_saves_a_checkpoint_at_the_current_step(dataset, tmp_path):
     )
     # The first checkpoint is the SIGTERM one: wait until training is under way.
     summaries = os.path.join(model_dir, "summaries")
-    while process.poll() is None and not (
-        os.path.isdir(summaries)
-        and any(os.path.getsize(os.path.join(summaries, f)) > 2000 for f in os.listdir(summaries))
-    ):
-        pass
+
+    def training_started():
+        return os.path.isdir(summaries) and any(
+            os.path.getsize(os.path.join(summaries, name)) > 2000 for name in os.listdir(summaries)
+        )
+
+    th.wait_for(training_started, process)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr[-3000:]
@@ -248,3 +260,47 @@ def test_xla_and_mixed_precision_switches_train(dataset, tmp_path, switch):
     values = th.checkpoint_values(th.latest_checkpoint(model_dir))
     assert int(values["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 4
     assert all(np.isfinite(value).all() for value in values.values() if value.dtype.kind == "f")
+
+
+def test_a_path_to_a_missing_gin_file_is_not_redirected(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert config.resolve_gin_file("base.gin") == os.path.join(config.GIN_DIR, "base.gin")
+    with pytest.raises(FileNotFoundError, match="exp/base.gin"):
+        config.resolve_gin_file("exp/base.gin")
+
+
+@pytest.mark.parametrize("binding", ["checkpoint_every_steps", "summary_every_steps"])
+def test_zero_intervals_are_refused_up_front(binding, tmp_path):
+    from dlss_dist.training import loop
+
+    with pytest.raises(ValueError, match=f"train_loop.{binding} must be >= 1"):
+        loop.train_loop(
+            strategy=tf.distribute.get_strategy(),
+            model_dir=str(tmp_path),
+            data_dir=str(tmp_path),
+            total_steps=1,
+            global_batch_size=1,
+            scale=2,
+            **{binding: 0},
+        )
+
+
+def test_multi_worker_refuses_logical_cpu_devices(monkeypatch):
+    monkeypatch.setenv("DLSS_WORKER_HOSTS", "127.0.0.1:1,127.0.0.1:2")
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "0")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="run more workers instead"):
+        distribute.create_strategy("multi_worker", num_cpu_devices=2)
+
+
+def test_train_cli_requires_a_gin_file(tmp_path):
+    result = subprocess.run(
+        th.train_command(str(tmp_path), str(tmp_path))[:3]
+        + [f"--model_dir={tmp_path}", f"--data_dir={tmp_path}"],
+        env=th.train_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "give at least one --gin_file" in result.stderr

@@ -178,3 +178,11 @@ def test_cli_reports_bad_inputs_and_keeps_the_others(saved_model, photo, tmp_pat
         "missing.png": "not_found",
     }
     assert "FAILED" in result.stdout and "missing.png" in result.stdout
+
+
+def test_output_names_never_collide():
+    from dlss_dist.upscale import _output_names
+
+    names = _output_names(["a/x.png", "b/x.png", "c/x.jpg", "d/y.png"])
+    assert len(set(names)) == 4
+    assert names[3] == "y.png"

@@ -58,18 +58,28 @@ def start_train(model_dir: str, data_dir: str, *gin_params: str, **env) -> subpr
 
 
 def wait_for_checkpoint(model_dir: str, process: subprocess.Popen, timeout: float = 120) -> str:
-    """Polls until the first checkpoint index file exists; returns its path."""
+    """Polls until a checkpoint is recorded as the latest (state file written); returns it."""
     deadline = time.monotonic() + timeout
-    checkpoints = os.path.join(model_dir, "checkpoints")
     while time.monotonic() < deadline:
-        if os.path.isdir(checkpoints):
-            found = sorted(f for f in os.listdir(checkpoints) if f.endswith(".index"))
+        if os.path.isdir(os.path.join(model_dir, "checkpoints")):
+            found = latest_checkpoint(model_dir)
             if found:
-                return os.path.join(checkpoints, found[0])
+                return found
         if process.poll() is not None:
             raise AssertionError(f"training exited early:\n{process.communicate()[1][-3000:]}")
         time.sleep(0.02)
     raise AssertionError("no checkpoint appeared")
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Polls `condition()` until true; fails if the process exits first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"training exited early:\n{process.communicate()[1][-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for training")
+        time.sleep(0.05)
 
 
 def checkpoint_step(path: str) -> int:

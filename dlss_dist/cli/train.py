@@ -19,7 +19,8 @@ flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings applied after the files.")
 flags.DEFINE_string("model_dir", None, "Checkpoints, summaries, samples and exports.")
 flags.DEFINE_string("data_dir", None, "A dataset written by dlss-preprocess.")
-flags.mark_flags_as_required(["gin_file", "model_dir", "data_dir"])
+flags.mark_flags_as_required(["model_dir", "data_dir"])
+flags.register_validator("gin_file", bool, message="give at least one --gin_file")
 
 
 def main(argv):

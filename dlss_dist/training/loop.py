@@ -230,7 +230,12 @@ def train_loop(
       NonFiniteLossError: a loss became NaN or Inf.
       Preempted: SIGTERM was received (after a checkpoint was saved).
     """
-    for name, value in (("total_steps", total_steps), ("steps_per_loop", steps_per_loop)):
+    for name, value in (
+        ("total_steps", total_steps),
+        ("steps_per_loop", steps_per_loop),
+        ("checkpoint_every_steps", checkpoint_every_steps),
+        ("summary_every_steps", summary_every_steps),
+    ):
         if value < 1:
             raise ValueError(f"train_loop.{name} must be >= 1, got {value}.")
     if global_batch_size % strategy.num_replicas_in_sync:
@@ -453,7 +458,8 @@ def train_loop(
         save_checkpoint()
     # Every worker logs this; equal values prove the replicas stayed in sync.
     logging.info("Final generator weights fingerprint: %s", weights_fingerprint(generator))
-    if chief and start_step < total_steps:
+    # Also on a restart after the final checkpoint, if the pod died during the export.
+    if chief and (start_step < total_steps or not exporter.exports):
         export_and_sample(current, sample=True, export=True)
     writer.flush()
     return metrics
