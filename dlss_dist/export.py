@@ -3,8 +3,8 @@
 The exported SavedModel is a `tf.Module` with two explicit signatures (DESIGN.md §4):
 
 * ``serving_default(image_bytes: string[N]) -> {"image_bytes": string[N]}``: encoded images
-  (JPEG, PNG, GIF, BMP, WebP, JPEG XL) in, PNG bytes out. The names end in ``_bytes`` so TF Serving's
-  REST API accepts and returns them as ``{"b64": ...}``. Images in one batch may differ in
+  (JPEG, PNG, GIF, BMP, WebP, JPEG XL) in, PNG bytes out. The names end in ``_bytes`` so TF
+  Serving's REST API accepts and returns them as ``{"b64": ...}``. Images in one batch may differ in
   size. Grayscale inputs become RGB; an alpha channel is dropped (``channels=3``), i.e. the
   stored colour of transparent pixels is used as is; animated GIFs use their first frame.
 * ``upscale(images: uint8[N, H, W, 3]) -> {"images": uint8[N, sH, sW, 3]}``.
@@ -32,6 +32,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from dlss_dist.data.pipeline import to_float, to_uint8
+
 DEFAULT_MAX_INPUT_PIXELS = 4_000_000
 EXPORTS_FILE = "exports.json"
 
@@ -46,15 +48,6 @@ _SIGNATURES = (
     b"\xff\x0a",  # JPEG XL codestream
     b"\x00\x00\x00\x0cJXL ",  # JPEG XL container
 )
-
-
-def _to_model_range(images: tf.Tensor) -> tf.Tensor:
-    return tf.cast(images, tf.float32) / 127.5 - 1.0
-
-
-def _to_uint8(images: tf.Tensor) -> tf.Tensor:
-    images = (tf.clip_by_value(images, -1.0, 1.0) + 1.0) * 127.5
-    return tf.cast(tf.round(images), tf.uint8)
 
 
 def _looks_like_image(data: tf.Tensor) -> tf.Tensor:
@@ -106,7 +99,7 @@ class _GeneratorModule(tf.Module):
     def _upscale(self, images: tf.Tensor) -> tf.Tensor:
         shape = tf.shape(images)
         with tf.control_dependencies([self._check_pixels(shape[1], shape[2], "input image")]):
-            return _to_uint8(self._infer(_to_model_range(images)))
+            return to_uint8(self._infer(to_float(images)))
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def upscale(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -135,7 +128,7 @@ class _GeneratorModule(tf.Module):
             shape = tf.shape(image)
             check = self._check_pixels(shape[0], shape[1], "image_bytes[{}]", index)
             with tf.control_dependencies([check]):
-                sr = _to_uint8(self._infer(_to_model_range(image)[tf.newaxis]))[0]
+                sr = to_uint8(self._infer(to_float(image)[tf.newaxis]))[0]
             return tf.io.encode_png(sr)
 
         # map_fn, not a batched call: the images of one request may have different sizes.

@@ -280,7 +280,7 @@ def train_loop(
             discriminator_optimizer=discriminator_optimizer,
             global_batch_size=global_batch_size,
             ema_generator=ema_generator,
-            ema_decay=ema_decay if ema_decay is not None else 0.999,
+            ema_decay=ema_decay,
             mixed_precision=mixed_precision,
         )
         tracked = dict(

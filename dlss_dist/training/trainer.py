@@ -102,7 +102,7 @@ class Trainer:
         discriminator_optimizer: keras.optimizers.Optimizer,
         global_batch_size: int,
         ema_generator: keras.Model | None = None,
-        ema_decay: float = 0.999,
+        ema_decay: float | None = None,
         mixed_precision: bool = False,
         pixel_loss: str = "mse",
         adversarial_loss: str = "bce",
@@ -120,7 +120,7 @@ class Trainer:
           discriminator_optimizer: built (see `build_optimizer`).
           global_batch_size: examples per step over all replicas (loss scaling).
           ema_generator: a copy of `generator` that tracks its exponential moving average.
-          ema_decay: the EMA decay per step.
+          ema_decay: the EMA decay per step (None exactly when there is no EMA generator).
           mixed_precision: optimizers are LossScaleOptimizers; scale losses.
           pixel_loss: 'mse' (seed), 'l1' or 'charbonnier'.
           adversarial_loss: 'bce' (seed), 'ragan' or 'hinge'.
@@ -138,7 +138,9 @@ class Trainer:
                 "Trainer.perceptual_weight must be > 0 exactly when Trainer.perceptual_loss "
                 f"is set (got weight {perceptual_weight})."
             )
-        if not 0.0 < ema_decay < 1.0:
+        if (ema_generator is None) != (ema_decay is None):
+            raise ValueError("Give ema_generator and ema_decay together, or neither.")
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1), got {ema_decay}.")
         self.generator = generator
         self.discriminator = discriminator
