@@ -24,29 +24,40 @@ def _networks(policy: str):
     return generator, discriminator
 
 
-def _weight_change(step_name: str, *, mixed_precision: bool) -> np.ndarray:
-    """Generator weight change (flattened) after one step with plain SGD(1.0)."""
-    generator, discriminator = _networks("mixed_float16" if mixed_precision else "float32")
-    optimizers = []
-    for model in (generator, discriminator):
-        optimizer = keras.optimizers.SGD(learning_rate=1.0)
-        if mixed_precision:
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+def _batch() -> tuple[tf.Tensor, tf.Tensor]:
+    lr = tf.random.stateless_uniform([2, 8, 8, 3], seed=[1, 2], minval=-1.0, maxval=1.0)
+    hr = tf.random.stateless_uniform([2, 16, 16, 3], seed=[3, 4], minval=-1.0, maxval=1.0)
+    return lr, hr
+
+
+def _trainer(generator, discriminator, optimizers, **kwargs) -> Trainer:
+    for optimizer, model in zip(optimizers, (generator, discriminator), strict=True):
         optimizer.build(model.trainable_variables)
-        optimizers.append(optimizer)
-    trainer = Trainer(
+    return Trainer(
         generator=generator,
         discriminator=discriminator,
         generator_optimizer=optimizers[0],
         discriminator_optimizer=optimizers[1],
         global_batch_size=2,
+        **kwargs,
+    )
+
+
+def _weight_change(step_name: str, *, mixed_precision: bool) -> np.ndarray:
+    """Generator weight change (flattened) after one step with plain SGD(1.0)."""
+    generator, discriminator = _networks("mixed_float16" if mixed_precision else "float32")
+    optimizers = [keras.optimizers.SGD(learning_rate=1.0) for _ in range(2)]
+    if mixed_precision:
+        optimizers = [keras.optimizers.LossScaleOptimizer(o) for o in optimizers]
+    trainer = _trainer(
+        generator,
+        discriminator,
+        optimizers,
         mixed_precision=mixed_precision,
         adversarial_weight=1.0,
     )
-    lr = tf.random.stateless_uniform([2, 8, 8, 3], seed=[1, 2], minval=-1.0, maxval=1.0)
-    hr = tf.random.stateless_uniform([2, 16, 16, 3], seed=[3, 4], minval=-1.0, maxval=1.0)
     before = np.concatenate([w.ravel() for w in generator.get_weights()])
-    getattr(trainer, step_name)(lr, hr)
+    getattr(trainer, step_name)(*_batch())
     return np.concatenate([w.ravel() for w in generator.get_weights()]) - before
 
 
@@ -65,20 +76,8 @@ def test_ema_tracks_the_generator():
     ema = generators.srresnet_generator(scale=2, num_filters=8, num_blocks=1)
     ema.set_weights(generator.get_weights())
     optimizers = [keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-2)]
-    for optimizer, model in zip(optimizers, (generator, discriminator), strict=True):
-        optimizer.build(model.trainable_variables)
-    trainer = Trainer(
-        generator=generator,
-        discriminator=discriminator,
-        generator_optimizer=optimizers[0],
-        discriminator_optimizer=optimizers[1],
-        global_batch_size=2,
-        ema_generator=ema,
-        ema_decay=0.5,
-    )
+    trainer = _trainer(generator, discriminator, optimizers, ema_generator=ema, ema_decay=0.5)
     start = [w.copy() for w in generator.get_weights()]
-    lr = tf.random.stateless_uniform([2, 8, 8, 3], seed=[1, 2], minval=-1.0, maxval=1.0)
-    hr = tf.random.stateless_uniform([2, 16, 16, 3], seed=[3, 4], minval=-1.0, maxval=1.0)
-    trainer.pixel_step(lr, hr)
+    trainer.pixel_step(*_batch())
     for e, s, w in zip(ema.get_weights(), start, generator.get_weights(), strict=True):
         np.testing.assert_allclose(e, 0.5 * s + 0.5 * w, rtol=1e-5, atol=1e-7)
