@@ -9,6 +9,8 @@ import sys
 
 from absl import app, flags
 
+from dlss_dist.cli import quiet_tensorflow_logs
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", None, "Where photos, dataset, model, evaluation and report go.")
 flags.DEFINE_bool("overwrite", False, "Replace the outputs of an earlier demo run.")
@@ -20,6 +22,7 @@ flags.mark_flag_as_required("output_dir")
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    quiet_tensorflow_logs()
     from dlss_dist import config, demo
     from dlss_dist.evaluation import evaluate
 

@@ -14,6 +14,8 @@ import sys
 
 from absl import app, flags
 
+from dlss_dist.cli import quiet_tensorflow_logs
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "SavedModel folder or export root.")
 flags.DEFINE_string("data", None, "dlss-preprocess dataset folder or folder of HR images.")
@@ -33,6 +35,7 @@ flags.mark_flags_as_required(["model", "data", "output_dir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    quiet_tensorflow_logs()
     from dlss_dist.evaluation import evaluate
 
     try:

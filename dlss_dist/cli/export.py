@@ -16,6 +16,8 @@ import sys
 
 from absl import app, flags
 
+from dlss_dist.cli import quiet_tensorflow_logs
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Training model_dir (has operative_config.gin).")
 flags.DEFINE_string("checkpoint", None, "Checkpoint prefix or folder (default: the newest).")
@@ -32,6 +34,7 @@ flags.mark_flags_as_required(["model_dir", "export_dir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    quiet_tensorflow_logs()
     from dlss_dist import export
 
     try:

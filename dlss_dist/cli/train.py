@@ -14,6 +14,8 @@ import sys
 
 from absl import app, flags, logging
 
+from dlss_dist.cli import quiet_tensorflow_logs
+
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings applied after the files.")
@@ -26,6 +28,7 @@ flags.register_validator("gin_file", bool, message="give at least one --gin_file
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    quiet_tensorflow_logs()
     from dlss_dist import config, distribute
     from dlss_dist.training import loop
 

@@ -19,6 +19,8 @@ import sys
 
 from absl import app, flags, logging
 
+from dlss_dist.cli import quiet_tensorflow_logs
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "SavedModel folder or export root.")
 flags.DEFINE_multi_string("input", None, "Image file or folder; repeat for several.")
@@ -41,6 +43,7 @@ flags.mark_flags_as_required(["model", "input", "output"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    quiet_tensorflow_logs()
     from dlss_dist import upscale
 
     try:

@@ -166,16 +166,21 @@ def evaluate(
             for name, value in metrics.image_metrics(hr, image, border=scale).items():
                 row[f"{method}_{name}"] = value
         if len(rows) < max_grids:
-            panels = [
-                (f"LR/nearest\n{row['nearest_psnr_rgb']:.2f} dB", outputs["nearest"]),
-                (f"bicubic\n{row['bicubic_psnr_rgb']:.2f} dB", outputs["bicubic"]),
-                (f"SR\n{row['model_psnr_rgb']:.2f} dB", outputs["model"]),
-                ("HR\nPSNR RGB", hr),
-            ]
+            grid = report.super_resolution_grid(
+                nearest=outputs["nearest"],
+                bicubic=outputs["bicubic"],
+                sr=outputs["model"],
+                hr=hr,
+                psnr={
+                    "nearest": row["nearest_psnr_rgb"],
+                    "bicubic": row["bicubic_psnr_rgb"],
+                    "sr": row["model_psnr_rgb"],
+                },
+            )
             name = f"{len(rows):04d}_{_safe_name(key)}.png"
             grid_path = os.path.join(output_dir, GRIDS_DIR, name)
             with tf.io.gfile.GFile(grid_path, "wb") as f:
-                f.write(imaging.encode_png(report.comparison_grid(panels)))
+                f.write(imaging.encode_png(grid))
         rows.append(row)
         if len(rows) % 10 == 0:
             logging.info("Evaluated %d images", len(rows))

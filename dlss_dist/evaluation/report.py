@@ -49,6 +49,36 @@ def comparison_grid(
     return np.asarray(canvas)
 
 
+def super_resolution_grid(
+    *,
+    nearest: np.ndarray,
+    bicubic: np.ndarray,
+    sr: np.ndarray,
+    hr: np.ndarray,
+    psnr: dict[str, float] | None = None,
+) -> np.ndarray:
+    """The seeds' sample picture: LR (nearest) | bicubic | SR | HR, labelled.
+
+    Args:
+      nearest, bicubic, sr, hr: HxWx3 uint8 images of one size (the LR input enlarged with
+        nearest neighbour and with bicubic, the model's output, the reference).
+      psnr: optional RGB PSNR (dB) per panel, keyed "nearest", "bicubic", "sr".
+    """
+    psnr = psnr or {}
+
+    def label(name: str, key: str) -> str:
+        return f"{name}\n{psnr[key]:.2f} dB" if key in psnr else name
+
+    return comparison_grid(
+        [
+            (label("LR (nearest)", "nearest"), nearest),
+            (label("bicubic", "bicubic"), bicubic),
+            (label("SR", "sr"), sr),
+            ("HR (reference)", hr),
+        ]
+    )
+
+
 def crossfade(first: np.ndarray, last: np.ndarray, num_between: int) -> list[np.ndarray]:
     """Linear blends from `first` to `last`: [first, num_between blends, last] (uint8).
 

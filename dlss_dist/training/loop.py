@@ -96,13 +96,11 @@ def upscale_numpy(generator: keras.Model, lr: np.ndarray) -> np.ndarray:
 def sample_grid(generator: keras.Model, examples, scale: int) -> np.ndarray:
     """One labelled row per example: LR (nearest) | bicubic | SR | HR, like the seeds' samples."""
     rows = [
-        report.comparison_grid(
-            [
-                ("LR (nearest)", imaging.upscale_nearest(lr, scale)),
-                ("bicubic", imaging.upscale_bicubic(lr, scale)),
-                ("SR", upscale_numpy(generator, lr)),
-                ("HR", hr),
-            ]
+        report.super_resolution_grid(
+            nearest=imaging.upscale_nearest(lr, scale),
+            bicubic=imaging.upscale_bicubic(lr, scale),
+            sr=upscale_numpy(generator, lr),
+            hr=hr,
         )
         for lr, hr in examples
     ]
@@ -166,6 +164,98 @@ def _make_train_fn(
         return {name: value / steps for name, value in totals.items()}, data_wait
 
     return train_steps
+
+
+def _build_training_state(
+    strategy: tf.distribute.Strategy,
+    *,
+    global_batch_size: int,
+    ema_decay: float | None,
+    mixed_precision: bool,
+) -> tuple[trainer_lib.Trainer, tf.Variable, tf.train.Checkpoint]:
+    """Creates everything stateful inside the strategy's scope: the networks (and the EMA
+    copy), built optimizers, the step counter, and the checkpoint that tracks them."""
+    with strategy.scope():
+        generator = models.build_generator()
+        discriminator = models.build_discriminator()
+        ema_generator = None
+        if ema_decay is not None:
+            ema_generator = models.build_generator()
+            ema_generator.set_weights(generator.get_weights())
+        with gin.config_scope("generator"):
+            generator_optimizer = trainer_lib.build_optimizer(
+                generator, trainer_lib.make_optimizer(), mixed_precision=mixed_precision
+            )
+        with gin.config_scope("discriminator"):
+            discriminator_optimizer = trainer_lib.build_optimizer(
+                discriminator, trainer_lib.make_optimizer(), mixed_precision=mixed_precision
+            )
+        step = tf.Variable(
+            0,
+            dtype=tf.int64,
+            trainable=False,
+            name="global_step",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
+        trainer = trainer_lib.Trainer(
+            generator=generator,
+            discriminator=discriminator,
+            generator_optimizer=generator_optimizer,
+            discriminator_optimizer=discriminator_optimizer,
+            global_batch_size=global_batch_size,
+            ema_generator=ema_generator,
+            ema_decay=ema_decay,
+            mixed_precision=mixed_precision,
+        )
+        tracked = dict(
+            step=step,
+            generator=generator,
+            discriminator=discriminator,
+            generator_optimizer=generator_optimizer,
+            discriminator_optimizer=discriminator_optimizer,
+        )
+        if ema_generator is not None:
+            tracked["ema_generator"] = ema_generator
+        checkpoint = tf.train.Checkpoint(**tracked)
+    return trainer, step, checkpoint
+
+
+class _Checkpoints:
+    """Restores the newest checkpoint of `model_dir` and saves new ones at the current step.
+
+    Non-chief workers must take part in every save (it may involve collectives), but write
+    to a private directory that is removed right afterwards.
+    """
+
+    def __init__(self, checkpoint, step, *, model_dir: str, chief: bool, worker: int, keep: int):
+        self._checkpoint = checkpoint
+        self._step = step
+        self._chief = chief
+        self._directory = os.path.join(model_dir, CHECKPOINT_DIR)
+        self._save_dir = (
+            self._directory if chief else os.path.join(model_dir, "tmp", f"worker-{worker}")
+        )
+        self._manager = tf.train.CheckpointManager(
+            checkpoint, self._save_dir, max_to_keep=keep, step_counter=step
+        )
+
+    def latest(self) -> str | None:
+        return tf.train.latest_checkpoint(self._directory)
+
+    def restore_latest(self) -> str | None:
+        """Restores the newest checkpoint, if any; returns its path."""
+        latest = self.latest()
+        if latest:
+            self._checkpoint.restore(latest).assert_existing_objects_matched()
+            logging.info("Resumed from %s at step %d.", latest, int(self._step.numpy()))
+        return latest
+
+    def save(self) -> None:
+        path = self._manager.save(checkpoint_number=int(self._step.numpy()))
+        if self._chief:
+            logging.info("Saved checkpoint %s.", path)
+        else:
+            tf.io.gfile.rmtree(self._save_dir)
 
 
 @gin.configurable(denylist=["strategy", "model_dir", "data_dir"])
@@ -251,72 +341,21 @@ def train_loop(
     if mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
 
-    with strategy.scope():
-        generator = models.build_generator()
-        discriminator = models.build_discriminator()
-        ema_generator = None
-        if ema_decay is not None:
-            ema_generator = models.build_generator()
-            ema_generator.set_weights(generator.get_weights())
-        with gin.config_scope("generator"):
-            generator_optimizer = trainer_lib.build_optimizer(
-                generator, trainer_lib.make_optimizer(), mixed_precision=mixed_precision
-            )
-        with gin.config_scope("discriminator"):
-            discriminator_optimizer = trainer_lib.build_optimizer(
-                discriminator, trainer_lib.make_optimizer(), mixed_precision=mixed_precision
-            )
-        step = tf.Variable(
-            0,
-            dtype=tf.int64,
-            trainable=False,
-            name="global_step",
-            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-        )
-        trainer = trainer_lib.Trainer(
-            generator=generator,
-            discriminator=discriminator,
-            generator_optimizer=generator_optimizer,
-            discriminator_optimizer=discriminator_optimizer,
-            global_batch_size=global_batch_size,
-            ema_generator=ema_generator,
-            ema_decay=ema_decay,
-            mixed_precision=mixed_precision,
-        )
-        tracked = dict(
-            step=step,
-            generator=generator,
-            discriminator=discriminator,
-            generator_optimizer=generator_optimizer,
-            discriminator_optimizer=discriminator_optimizer,
-        )
-        if ema_generator is not None:
-            tracked["ema_generator"] = ema_generator
-        checkpoint = tf.train.Checkpoint(**tracked)
-
-    checkpoint_dir = os.path.join(model_dir, CHECKPOINT_DIR)
-    latest = tf.train.latest_checkpoint(checkpoint_dir)
-    if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
-        logging.info("Resumed from %s at step %d.", latest, int(step.numpy()))
-    # Non-chief workers must take part in every save (it may involve collectives), but
-    # write to a private directory that is removed afterwards.
-    save_dir = (
-        checkpoint_dir
-        if chief
-        else os.path.join(model_dir, "tmp", f"worker-{distribute.worker_id(strategy)}")
+    trainer, step, checkpoint = _build_training_state(
+        strategy,
+        global_batch_size=global_batch_size,
+        ema_decay=ema_decay,
+        mixed_precision=mixed_precision,
     )
-    manager = tf.train.CheckpointManager(
-        checkpoint, save_dir, max_to_keep=keep_checkpoints, step_counter=step
+    checkpoints = _Checkpoints(
+        checkpoint,
+        step,
+        model_dir=model_dir,
+        chief=chief,
+        worker=distribute.worker_id(strategy),
+        keep=keep_checkpoints,
     )
-
-    def save_checkpoint() -> None:
-        path = manager.save(checkpoint_number=int(step.numpy()))
-        if chief:
-            logging.info("Saved checkpoint %s.", path)
-        else:
-            tf.io.gfile.rmtree(save_dir)
-
+    resumed = checkpoints.restore_latest()
     start_step = int(step.numpy())
     input_fn = pipeline.make_input_fn(data_dir, start_step=start_step)
     iterator = iter(strategy.distribute_datasets_from_function(input_fn))
@@ -355,7 +394,7 @@ def train_loop(
         )
 
     def export_and_sample(current_step: int, *, sample: bool, export: bool) -> None:
-        inference = _inference_copy(ema_generator or generator)
+        inference = _inference_copy(trainer.ema_generator or trainer.generator)
         if sample and samples:
             grid = sample_grid(inference, samples[:num_samples], scale)
             path = os.path.join(model_dir, SAMPLE_DIR, f"step_{current_step:07d}.png")
@@ -393,7 +432,7 @@ def train_loop(
     )
     metrics: dict[str, float] = {}
     current = start_step
-    last_saved = start_step if latest else -1
+    last_saved = start_step if resumed else -1
     with _SigtermFlag() as sigterm:
         while current < total_steps:
             chunk_end = min(
@@ -416,7 +455,7 @@ def train_loop(
                 bad = {name: value for name, value in metrics.items() if not math.isfinite(value)}
                 raise NonFiniteLossError(
                     f"Non-finite loss {bad} in steps {current - done + 1}..{current}; "
-                    f"training stopped. The last good checkpoint is {manager.latest_checkpoint}."
+                    f"training stopped. The last good checkpoint is {checkpoints.latest()}."
                 )
             metrics["images_per_second"] = done * global_batch_size / elapsed
             if not deterministic:
@@ -437,7 +476,7 @@ def train_loop(
                         " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())),
                     )
             if current % checkpoint_every_steps == 0:
-                save_checkpoint()
+                checkpoints.save()
                 last_saved = current
             if chief:
                 # The last step always samples and exports, once, after the loop.
@@ -451,13 +490,13 @@ def train_loop(
                 stop = bool(any_worker(tf.constant(float(stop))) > 0)
             if stop and current < total_steps:
                 if last_saved != current:
-                    save_checkpoint()
+                    checkpoints.save()
                 writer.flush()
                 raise Preempted(current)
     if last_saved != current:
-        save_checkpoint()
+        checkpoints.save()
     # Every worker logs this; equal values prove the replicas stayed in sync.
-    logging.info("Final generator weights fingerprint: %s", weights_fingerprint(generator))
+    logging.info("Final generator weights fingerprint: %s", weights_fingerprint(trainer.generator))
     # Also on a restart after the final checkpoint, if the pod died during the export.
     if chief and (start_step < total_steps or not exporter.exports):
         export_and_sample(current, sample=True, export=True)
