@@ -10,6 +10,7 @@ outside the repository: preprocess -> train (a config by bare name) -> export ->
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -34,10 +35,20 @@ def installed(tmp_path_factory) -> dict:
     """A venv holding only the installed wheel; third-party packages come from ours."""
     root = tmp_path_factory.mktemp("installed")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    # Built from a copy of what the wheel is made of: setuptools writes build/ and
+    # *.egg-info/ beside the sources, which must not land in the checkout.
+    source = root / "source"
+    for name in ("pyproject.toml", "README.md"):
+        source.mkdir(exist_ok=True)
+        shutil.copy(REPO / name, source / name)
+    for package in ("dlss_dist", "beam_jobs"):
+        shutil.copytree(
+            REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
     wheels = root / "wheels"
     _run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
-        + ["--wheel-dir", str(wheels), str(REPO)],
+        + ["--wheel-dir", str(wheels), str(source)],
         cwd=root,
         env=env,
     )
