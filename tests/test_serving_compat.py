@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,7 @@ def test_the_pinned_tf_serving_release_runs_our_export(tmp_path):
     got = str(tmp_path / "got.npz")
     for python, output in (("python", expected), (str(SERVING_PYTHON), got)):
         if python == "python":
-            python = os.sys.executable
+            python = sys.executable
         result = subprocess.run(
             [python, str(TOOL), export_dir, str(inputs), output],
             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=""),
