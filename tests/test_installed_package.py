@@ -17,9 +17,10 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from training_helpers import REPO
+from training_helpers import REPO as REPO_DIR
 
 pytestmark = pytest.mark.slow
+REPO = Path(REPO_DIR)
 
 
 def _run(command, *, cwd, env, timeout=600):
