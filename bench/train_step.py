@@ -10,7 +10,7 @@ medians over rounds; ratios are medians of the per-round ratios.
 
 Variants:
 - `ours_memory`: `Trainer.gan_step` through the loop's compiled multi-step function
-  (`loop._make_train_fn`, `--steps` steps per call) under a one-device strategy, fed by
+  (`Trainer.train`, `--steps` steps per call) under a one-device strategy, fed by
   `distribute_datasets_from_function` over `Dataset.from_tensors(batch).repeat()`.
 - `ours_tfrecord`: the same, fed by `pipeline.make_input_fn` over real TFRecords (decode,
   random crop, flips), as `train_loop` does.
@@ -120,9 +120,7 @@ def build_networks():
 
 def make_ours(strategy, input_fn, *, jit_compile: bool):
     """Our step as `train_loop` builds it; returns `run(num_steps) -> data_wait_seconds`."""
-    import tensorflow as tf
 
-    from dlss_dist.training import loop
     from dlss_dist.training import trainer as trainer_lib
 
     with strategy.scope():
@@ -135,12 +133,6 @@ def make_ours(strategy, input_fn, *, jit_compile: bool):
             )
             for model in (generator, discriminator)
         ]
-        step = tf.Variable(
-            0,
-            dtype=tf.int64,
-            trainable=False,
-            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-        )
         trainer = trainer_lib.Trainer(
             generator=generator,
             discriminator=discriminator,
@@ -151,21 +143,14 @@ def make_ours(strategy, input_fn, *, jit_compile: bool):
             adversarial_loss="bce",
             pixel_weight=PIXEL_WEIGHT,
             adversarial_weight=ADVERSARIAL_WEIGHT,
+            jit_compile=jit_compile,
+            time_input=True,
         )
     iterator = iter(strategy.distribute_datasets_from_function(input_fn))
-    train_fn = loop._make_train_fn(
-        strategy,
-        trainer.gan_step,
-        jit_compile=jit_compile,
-        step_counter=step,
-        time_input=True,
-    )
 
     def run(num_steps: int) -> float:
-        metrics, data_wait = train_fn(iterator, tf.constant(num_steps))
-        # Reading the values waits for the steps, as train_loop's float() does.
-        float(metrics["g_loss"])
-        return float(data_wait)
+        # Trainer.train returns Python floats, so it has waited for the steps.
+        return trainer.train(iterator, num_steps)["data_wait_seconds"]
 
     return run
 

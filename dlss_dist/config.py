@@ -1,4 +1,4 @@
-"""Gin parsing shared by every entry point: all configurables registered, unknowns are errors."""
+"""Gin parsing shared by every entry point: the files import what they bind; unknowns are errors."""
 
 from __future__ import annotations
 
@@ -9,18 +9,6 @@ import gin
 
 # The directory holding the repository's gin files, for `include` and bare file names.
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
-
-
-def register_configurables() -> None:
-    """Imports every module that defines a gin configurable."""
-    # pylint: disable=import-outside-toplevel,unused-import
-    import dlss_dist.data.pipeline  # noqa: F401
-    import dlss_dist.demo  # noqa: F401
-    import dlss_dist.distribute  # noqa: F401
-    import dlss_dist.models  # noqa: F401
-    import dlss_dist.models.losses  # noqa: F401
-    import dlss_dist.training.loop  # noqa: F401
-    import dlss_dist.training.trainer  # noqa: F401
 
 
 def resolve_gin_file(path: str) -> str:
@@ -39,12 +27,14 @@ def resolve_gin_file(path: str) -> str:
 def parse_config(gin_files: Sequence[str], gin_bindings: Sequence[str] = ()) -> None:
     """Parses gin files then bindings; an unknown configurable or parameter is an error.
 
+    The gin files' own `import` lines register their configurables (and the operative config
+    written into a model dir repeats them), so there is no second registry here.
+
     Args:
       gin_files: config files, applied in order; `include` paths resolve relative to
         the including file's folder and to the repository's gin/ folder.
       gin_bindings: single bindings such as "train_loop.total_steps = 100", applied last.
     """
-    register_configurables()
     files = [resolve_gin_file(path) for path in gin_files]
     for folder in {os.path.dirname(os.path.abspath(path)) for path in files} | {GIN_DIR}:
         gin.add_config_file_search_path(folder)

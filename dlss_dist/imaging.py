@@ -23,6 +23,9 @@ from absl import logging
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 DEGRADATION = "bicubic_matlab_antialias"
+# File name endings taken as images when a folder is read (lower case; compare lowered names).
+# The one list for the Beam job, dlss-upscale and dlss-eval.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 DEFAULT_MAX_PIXELS = 64_000_000
 ALPHA_POLICIES = ("white", "reject")
 
@@ -305,13 +308,6 @@ def degrade_bicubic(hr: np.ndarray, scale: int) -> np.ndarray:
             f"HR size {height}x{width} is not divisible by scale {scale}; crop it first"
         )
     return imresize(hr, height // scale, width // scale)
-
-
-def upscale_bicubic(lr: np.ndarray, scale: int) -> np.ndarray:
-    """The bicubic baseline: ``imresize(lr, H * scale, W * scale)`` (same kernel)."""
-    check_scale(scale)
-    height, width = lr.shape[:2]
-    return imresize(lr, height * scale, width * scale)
 
 
 def upscale_nearest(lr: np.ndarray, scale: int) -> np.ndarray:

@@ -375,7 +375,7 @@ def test_preprocessing_feeds_the_training_config(overlay):
         if match := re.fullmatch(r"([A-Z][A-Z0-9_]*)\s*=\s*(.+)", binding.strip()):
             macros[match.group(1)] = match.group(2)
     assert int(written["--scale"][0]) == int(macros["SCALE"]), overlay
-    assert int(written["--hr_size"][0]) >= int(macros["HR_SIZE"]), overlay
+    assert int(written["--hr_size"][0]) >= int(macros["HR_CROP"]), overlay
 
 
 # --- the container image -------------------------------------------------------------------

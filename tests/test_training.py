@@ -37,7 +37,7 @@ def test_every_gin_file_parses_and_builds_its_models(gin_file, clean_gin):
     generator = models.build_generator()
     discriminator = models.build_discriminator()
     scale = gin.query_parameter("%SCALE")
-    size = gin.query_parameter("%HR_SIZE")
+    size = gin.query_parameter("%HR_CROP")
     lr = tf.zeros([1, size // scale, size // scale, 3])
     assert generator(lr).shape == (1, size, size, 3)
     assert discriminator(tf.zeros([1, size, size, 3])).shape == (1,)
@@ -45,7 +45,6 @@ def test_every_gin_file_parses_and_builds_its_models(gin_file, clean_gin):
     for parameter in (
         "train_loop.total_steps",
         "train_loop.global_batch_size",
-        "train_loop.scale",
         "make_input_fn.global_batch_size",
         "make_input_fn.scale",
         "make_input_fn.hr_patch_size",
@@ -280,7 +279,6 @@ def test_zero_intervals_are_refused_up_front(binding, tmp_path):
             data_dir=str(tmp_path),
             total_steps=1,
             global_batch_size=1,
-            scale=2,
             **{binding: 0},
         )
 
