@@ -14,8 +14,8 @@ import tensorflow as tf
 from skimage import data as skdata
 
 from dlss_dist import export, upscale
-from dlss_dist.training import model_dir as model_dir_lib
 from dlss_dist.models.generators import srresnet_generator
+from dlss_dist.training import model_dir as model_dir_lib
 
 SCALE = 2
 MAX_PIXELS = 48 * 48

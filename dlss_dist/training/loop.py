@@ -339,6 +339,8 @@ def train_loop(
         )
         try:
             if start_step < total_steps:
+                # Signal handlers are in place from here (tests wait for this line).
+                logging.info("Training from step %d to %d.", start_step, total_steps)
                 metrics = controller.run()
             else:
                 logging.info(
