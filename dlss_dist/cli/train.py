@@ -54,7 +54,9 @@ def main(argv):
     ) as error:
         if FLAGS.verbosity >= 1:
             raise
-        sys.exit(f"dlss-train: error: {error}")
+        # gin appends "In call to configurable ..." lines; the message itself says it all.
+        message = str(error).split("\n  In call to configurable")[0]
+        sys.exit(f"dlss-train: error: {message}")
     if metrics:
         logging.info(
             "Training finished: %s", " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
