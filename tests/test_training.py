@@ -302,3 +302,46 @@ def test_train_cli_requires_a_gin_file(tmp_path):
     )
     assert result.returncode != 0
     assert "give at least one --gin_file" in result.stderr
+
+
+def test_sigint_saves_a_checkpoint_and_exits_130(dataset, tmp_path):
+    model_dir = str(tmp_path / "model")
+    process = th.start_train(
+        model_dir,
+        dataset,
+        "train_loop.total_steps = 100000",
+        "train_loop.checkpoint_every_steps = 1000",
+        "train_loop.steps_per_loop = 1",
+        "train_loop.summary_every_steps = 1",
+    )
+    th.read_until(process, "step 2/100000")  # a few steps done
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert stderr.count("SIGINT received") == 1
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    stopped = int(stderr.split("checkpoint at step ")[1].split(".")[0])
+    assert 2 <= stopped < 1000
+    assert th.checkpoint_step(th.latest_checkpoint(model_dir)) == stopped
+
+
+def test_a_second_sigint_exits_at_once_mid_chunk(dataset, tmp_path):
+    model_dir = str(tmp_path / "model")
+    # One chunk of 100000 steps: without the second Ctrl-C it would run for hours.
+    process = th.start_train(
+        model_dir,
+        dataset,
+        "train_loop.total_steps = 100000",
+        "train_loop.steps_per_loop = 100000",
+        "train_loop.checkpoint_every_steps = 100000",
+        "train_loop.summary_every_steps = 100000",
+        "train_loop.sample_every_steps = 0",
+    )
+    th.read_until(process, "Training from step 0")
+    process.send_signal(signal.SIGINT)
+    th.read_until(process, "SIGINT received")
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "SIGINT again: exiting now without a checkpoint." in stderr
+    assert th.latest_checkpoint(model_dir) is None

@@ -117,3 +117,20 @@ def free_ports(count: int) -> list[int]:
     for sock in sockets:
         sock.close()
     return ports
+
+
+def read_until(process: subprocess.Popen, text: str, timeout: float = 180) -> list[str]:
+    """Reads the process's stderr line by line until a line contains `text`; returns them.
+
+    Fails if the process exits first. (A hung process is caught by the caller's timeout.)
+    """
+    lines = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            raise AssertionError("process exited early:\n" + "".join(lines[-50:]))
+        lines.append(line)
+        if text in line:
+            return lines
+    raise AssertionError(f"no line with {text!r}")

@@ -207,6 +207,11 @@ class StopSignals:
 
     The first signal is logged in one line and recorded in `received` (its number); a second
     one exits the process at once with 128 + its number, saving nothing.
+
+    Python runs signal handlers only when the main thread is between bytecodes, which it is
+    not during a long compiled chunk. So the handlers themselves do nothing, and the work is
+    done by a watcher thread reading `signal.set_wakeup_fd`'s pipe, which the interpreter's
+    C-level handler writes to the moment a signal arrives: "at once" really is at once.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -214,19 +219,41 @@ class StopSignals:
     def __init__(self):
         self.received = 0
         self._previous = {}
+        self._previous_wakeup = None
+        self._pipe = None
+        self._watcher = None
 
     def __enter__(self):
         # Python only lets the main thread install signal handlers (tests may use others).
-        if threading.current_thread() is threading.main_thread():
-            for signum in self.SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._handle)
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        self._pipe = (read_end, write_end)
+        self._watcher = threading.Thread(target=self._watch, name="stop-signals", daemon=True)
+        self._watcher.start()
+        self._previous_wakeup = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._ignore)
         return self
 
-    def _handle(self, signum, frame):
-        del frame
+    @staticmethod
+    def _ignore(signum, frame):
+        del signum, frame  # The watcher thread has seen it already.
+
+    def _watch(self):
+        read_end = self._pipe[0]
+        while True:
+            data = os.read(read_end, 64)
+            for signum in data:
+                if signum == 0:  # __exit__'s sentinel
+                    return
+                if signum in self.SIGNALS:
+                    self._record(signum)
+
+    def _record(self, signum: int) -> None:
         name = signal.Signals(signum).name
         if self.received:
-            # Plain os.write: logging from a signal handler can deadlock on its lock.
             os.write(2, f"{name} again: exiting now without a checkpoint.\n".encode())
             os._exit(128 + signum)
         self.received = signum
@@ -241,6 +268,13 @@ class StopSignals:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         self._previous = {}
+        if self._pipe is not None:
+            signal.set_wakeup_fd(self._previous_wakeup)
+            os.write(self._pipe[1], b"\0")
+            self._watcher.join()
+            for fd in self._pipe:
+                os.close(fd)
+            self._pipe = None
 
 
 class PreemptionVote:
