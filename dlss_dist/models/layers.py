@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from dlss_dist import imaging
+
 NORMALIZATIONS = ("batch", "sync_batch", "none")
 ACTIVATIONS = ("relu", "prelu", "leaky_relu")
 
@@ -141,14 +143,9 @@ def check_choice(name: str, value, choices: Sequence[str]) -> str:
 
 
 def check_scale(name: str, value) -> int:
-    """Returns the scale if it is a power of 2 ≥ 2 (one ×2 upsampling stage per factor of 2)."""
-    check_positive_int(name, value, minimum=2)
-    if value & (value - 1):
-        raise ValueError(
-            f"`{name}` must be a power of 2 (2, 4, 8, ...): the generator upsamples in ×2 "
-            f"stages; got {value}."
-        )
-    return value
+    """Returns the scale if it is a power of 2 ≥ 2 (one ×2 upsampling stage per factor of 2);
+    `imaging.check_scale` is the rule, with the gin binding's name in the message."""
+    return imaging.check_scale(value, name=f"`{name}`")
 
 
 def check_kernel(name: str, value) -> tuple[int, int]:
