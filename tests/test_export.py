@@ -209,19 +209,20 @@ def test_best_exporter_validates_arguments(tmp_path):
 
 def write_model_dir(model_dir, *, generator, ema_generator=None, step=7):
     """A training model_dir as the loop leaves it: operative config plus a checkpoint."""
-    (model_dir / "checkpoints").mkdir(parents=True)
-    (model_dir / "operative_config.gin").write_text(
-        "import dlss_dist.models\n"
-        "build_generator.network = @srresnet_generator\n"
-        f"srresnet_generator.scale = {SCALE}\n"
-        "srresnet_generator.num_filters = 8\n"
-        "srresnet_generator.num_blocks = 1\n"
+    paths = model_dir_lib.ModelDir(str(model_dir))
+    os.makedirs(paths.checkpoints)
+    with open(paths.operative_config, "w") as f:
+        f.write(
+            "import dlss_dist.models\n"
+            "build_generator.network = @srresnet_generator\n"
+            f"srresnet_generator.scale = {SCALE}\n"
+            "srresnet_generator.num_filters = 8\n"
+            "srresnet_generator.num_blocks = 1\n"
+        )
+    checkpoint = model_dir_lib.make_checkpoint(
+        step=tf.Variable(step, dtype=tf.int64), generator=generator, ema_generator=ema_generator
     )
-    objects = {"step": tf.Variable(step, dtype=tf.int64), "generator": generator}
-    if ema_generator is not None:
-        objects["ema_generator"] = ema_generator
-    checkpoint = tf.train.Checkpoint(**objects)
-    tf.train.CheckpointManager(checkpoint, str(model_dir / "checkpoints"), max_to_keep=1).save()
+    tf.train.CheckpointManager(checkpoint, paths.checkpoints, max_to_keep=1).save()
 
 
 @pytest.mark.parametrize("use_ema", [True, False])

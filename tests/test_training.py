@@ -15,6 +15,7 @@ import tensorflow as tf
 import training_helpers as th
 
 from dlss_dist import config, distribute, models
+from dlss_dist.training.model_dir import ModelDir
 
 GIN_FILES = sorted(glob.glob(os.path.join(th.REPO, "gin", "*.gin")))
 
@@ -82,7 +83,7 @@ def test_tf_config_from_indexed_job_environment():
 def _pixel_losses(model_dir: str) -> list[float]:
     """The 'pixel' scalars TensorBoard would show, in step order."""
     values = []
-    for path in sorted(glob.glob(os.path.join(model_dir, "summaries", "events.*"))):
+    for path in sorted(glob.glob(os.path.join(ModelDir(model_dir).summaries, "events.*"))):
         for record in tf.data.TFRecordDataset(path):
             event = tf.compat.v1.Event.FromString(record.numpy())
             for value in event.summary.value:
@@ -110,9 +111,10 @@ def test_loss_falls_and_outputs_are_written(dataset, tmp_path):
     losses = _pixel_losses(model_dir)
     assert len(losses) == 10
     assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:2])
-    assert os.path.exists(os.path.join(model_dir, "operative_config.gin"))
-    assert glob.glob(os.path.join(model_dir, "samples", "step_*.png"))
-    assert os.path.isdir(os.path.join(model_dir, "export", "40"))
+    paths = ModelDir(model_dir)
+    assert os.path.exists(paths.operative_config)
+    assert glob.glob(os.path.join(paths.samples, "step_*.png"))
+    assert os.path.isdir(os.path.join(paths.export_root, "40"))
     assert th.checkpoint_step(th.latest_checkpoint(model_dir)) == 40
 
 
@@ -175,7 +177,7 @@ def test_sigterm_saves_a_checkpoint_at_the_current_step(dataset, tmp_path):
         "train_loop.summary_every_steps = 1",
     )
     # The first checkpoint is the SIGTERM one: wait until training is under way.
-    summaries = os.path.join(model_dir, "summaries")
+    summaries = ModelDir(model_dir).summaries
 
     def training_started():
         return os.path.isdir(summaries) and any(
@@ -238,7 +240,7 @@ def test_two_worker_processes_train_together(dataset, tmp_path):
     # Only the chief writes checkpoints; worker 1's temporary copies are removed.
     assert not glob.glob(os.path.join(model_dir, "tmp", "worker-1", "*.index"))
     assert th.checkpoint_step(th.latest_checkpoint(model_dir)) == 8
-    assert os.path.exists(os.path.join(model_dir, "operative_config.gin"))
+    assert os.path.exists(ModelDir(model_dir).operative_config)
     fingerprints = [stderr.split("weights fingerprint: ")[1].split()[0] for _, stderr in outputs]
     assert fingerprints[0] == fingerprints[1]
 

@@ -11,6 +11,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from dlss_dist.training.model_dir import ModelDir
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_GIN = os.path.join(REPO, "gin", "tiny_test.gin")
 
@@ -61,7 +63,7 @@ def wait_for_checkpoint(model_dir: str, process: subprocess.Popen, timeout: floa
     """Polls until a checkpoint is recorded as the latest (state file written); returns it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if os.path.isdir(os.path.join(model_dir, "checkpoints")):
+        if os.path.isdir(ModelDir(model_dir).checkpoints):
             found = latest_checkpoint(model_dir)
             if found:
                 return found
@@ -87,7 +89,7 @@ def checkpoint_step(path: str) -> int:
 
 
 def latest_checkpoint(model_dir: str) -> str:
-    return tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    return ModelDir(model_dir).latest_checkpoint()
 
 
 def checkpoint_values(checkpoint_path: str) -> dict[str, np.ndarray]:
