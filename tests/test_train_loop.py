@@ -261,3 +261,33 @@ def test_dlss_eval_scores_an_untrained_generator_exactly_as_bicubic(tmp_path):
     assert summary["num_images"] == 3
     assert summary["metrics"]["model"] == summary["metrics"]["bicubic"]
     assert summary["metrics"]["bicubic"]["psnr_rgb"] > summary["metrics"]["nearest"]["psnr_rgb"]
+
+
+def test_dlss_export_uses_the_runs_max_input_pixels(train_dataset, tmp_path, clean_gin):
+    # One home for the limit: train_loop.max_input_pixels, read back from the run's
+    # operative config by dlss-export (its flag only overrides).
+    config.parse_config(
+        [th.TINY_GIN],
+        [
+            "train_loop.total_steps = 2",
+            "train_loop.sample_every_steps = 0",
+            "train_loop.max_input_pixels = 5000",
+        ],
+    )
+    model_dir = str(tmp_path / "model")
+    _train(model_dir, train_dataset)
+    result = subprocess.run(
+        [
+            *th.train_command("", "")[:2],
+            "dlss_dist.cli.export",
+            f"--model_dir={model_dir}",
+            f"--export_dir={tmp_path / 'serving'}",
+        ],
+        env=th.train_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = tf.saved_model.load(str(tmp_path / "serving" / "2"))
+    assert int(loaded.max_input_pixels.numpy()) == 5000
