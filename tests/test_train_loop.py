@@ -19,7 +19,7 @@ from dlss_dist import config, run_lock
 from dlss_dist.training import loop
 from dlss_dist.training import model_dir as model_dir_lib
 
-GIN_DIR = os.path.join(th.REPO, "gin")
+GIN_DIR = config.packaged_configs_dir()
 
 # Each shipped config shrunk to seconds on a CPU and to the test dataset (x2, 32 px HR).
 SHRINK = {

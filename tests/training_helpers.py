@@ -14,7 +14,7 @@ import tensorflow as tf
 from dlss_dist.training.model_dir import ModelDir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_GIN = os.path.join(REPO, "gin", "tiny_test.gin")
+TINY_GIN = os.path.join(REPO, "dlss_dist", "configs", "tiny_test.gin")
 
 
 def train_command(model_dir: str, data_dir: str, *gin_params: str) -> list[str]:
