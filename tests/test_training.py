@@ -32,6 +32,14 @@ def clean_gin():
     gin.clear_config()
 
 
+def _bound(parameter: str):
+    """A binding's value, with a macro (`%NAME`) resolved."""
+    value = gin.query_parameter(parameter)
+    if isinstance(value, gin.config.ConfigurableReference):
+        value = value.scoped_configurable_fn()
+    return value
+
+
 @pytest.mark.parametrize("gin_file", GIN_FILES, ids=os.path.basename)
 def test_every_gin_file_parses_and_builds_its_models(gin_file, clean_gin):
     config.parse_config([gin_file])
@@ -42,15 +50,13 @@ def test_every_gin_file_parses_and_builds_its_models(gin_file, clean_gin):
     lr = tf.zeros([1, size // scale, size // scale, 3])
     assert generator(lr).shape == (1, size, size, 3)
     assert discriminator(tf.zeros([1, size, size, 3])).shape == (1,)
-    # The loop's and the input pipeline's required bindings are all given.
-    for parameter in (
-        "train_loop.total_steps",
-        "train_loop.global_batch_size",
-        "make_input_fn.global_batch_size",
-        "make_input_fn.scale",
-        "make_input_fn.hr_patch_size",
-    ):
-        assert gin.query_parameter(parameter) is not None, parameter
+    # The loop's and the input pipeline's required bindings are all given, and agree.
+    # (query_parameter raises for an unbound parameter.)
+    assert _bound("train_loop.total_steps") >= 1
+    batch = _bound("train_loop.global_batch_size")
+    assert batch == _bound("make_input_fn.global_batch_size") >= 1
+    assert _bound("make_input_fn.scale") == scale
+    assert _bound("make_input_fn.hr_patch_size") == size
 
 
 def test_unknown_gin_binding_is_an_error(clean_gin):
