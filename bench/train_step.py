@@ -10,7 +10,7 @@ medians over rounds; ratios are medians of the per-round ratios.
 
 Variants:
 - `ours_memory`: `Trainer.gan_step` through the loop's compiled multi-step function
-  (`loop._make_train_fn`, `--steps` steps per call) under a one-device strategy, fed by
+  (`Trainer.train`, `--steps` steps per call) under a one-device strategy, fed by
   `distribute_datasets_from_function` over `Dataset.from_tensors(batch).repeat()`.
 - `ours_tfrecord`: the same, fed by `pipeline.make_input_fn` over real TFRecords (decode,
   random crop, flips), as `train_loop` does.
@@ -57,6 +57,13 @@ flags.DEFINE_enum("strategy", "one_device", ["one_device", "mirrored"], "Our ste
 flags.DEFINE_bool("jit", True, "Also measure the XLA (jit_compile=True) variants.")
 flags.DEFINE_string("data_dir", None, "An existing dlss dataset (default: make one).")
 flags.DEFINE_integer("seed", 0, "Weight initialisation seed (identical for every variant).")
+flags.DEFINE_multi_string(
+    "config",
+    [],
+    "Shipped gin configs to measure with and without XLA (train_loop.jit_compile), each with "
+    "its own networks, crop and batch; --gin_param shrinks them. Skips the other variants.",
+)
+flags.DEFINE_multi_string("gin_param", [], "Bindings applied after each --config.")
 
 LEARNING_RATE = 1e-4
 BETA_1 = 0.9
@@ -120,9 +127,7 @@ def build_networks():
 
 def make_ours(strategy, input_fn, *, jit_compile: bool):
     """Our step as `train_loop` builds it; returns `run(num_steps) -> data_wait_seconds`."""
-    import tensorflow as tf
 
-    from dlss_dist.training import loop
     from dlss_dist.training import trainer as trainer_lib
 
     with strategy.scope():
@@ -135,12 +140,6 @@ def make_ours(strategy, input_fn, *, jit_compile: bool):
             )
             for model in (generator, discriminator)
         ]
-        step = tf.Variable(
-            0,
-            dtype=tf.int64,
-            trainable=False,
-            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-        )
         trainer = trainer_lib.Trainer(
             generator=generator,
             discriminator=discriminator,
@@ -151,21 +150,14 @@ def make_ours(strategy, input_fn, *, jit_compile: bool):
             adversarial_loss="bce",
             pixel_weight=PIXEL_WEIGHT,
             adversarial_weight=ADVERSARIAL_WEIGHT,
+            jit_compile=jit_compile,
+            time_input=True,
         )
     iterator = iter(strategy.distribute_datasets_from_function(input_fn))
-    train_fn = loop._make_train_fn(
-        strategy,
-        trainer.gan_step,
-        jit_compile=jit_compile,
-        step_counter=step,
-        time_input=True,
-    )
 
     def run(num_steps: int) -> float:
-        metrics, data_wait = train_fn(iterator, tf.constant(num_steps))
-        # Reading the values waits for the steps, as train_loop's float() does.
-        float(metrics["g_loss"])
-        return float(data_wait)
+        # Trainer.train returns Python floats, so it has waited for the steps.
+        return trainer.train(iterator, num_steps)["data_wait_seconds"]
 
     return run
 
@@ -448,8 +440,127 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def config_variant(gin_file: str, *, jit_compile: bool):
+    """A config's own networks, losses and batch through `Trainer.train`, fed from memory.
+
+    Returns (`run(num_steps)`, description of the shape trained).
+    """
+    import gin
+    import tensorflow as tf
+
+    from dlss_dist import config, models
+    from dlss_dist.training import trainer as trainer_lib
+
+    gin.clear_config()
+    config.parse_config([gin_file], FLAGS.gin_param)
+    scale = gin.query_parameter("%SCALE")
+    crop = gin.query_parameter("%HR_CROP")
+    batch = gin.query_parameter("%GLOBAL_BATCH_SIZE")
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    with strategy.scope():
+        tf.keras.utils.set_random_seed(FLAGS.seed)
+        generator = models.build_generator()
+        discriminator = models.build_discriminator()
+        with gin.config_scope("generator"):
+            g_opt = trainer_lib.build_optimizer(
+                generator, trainer_lib.make_optimizer(), mixed_precision=False
+            )
+        with gin.config_scope("discriminator"):
+            d_opt = trainer_lib.build_optimizer(
+                discriminator, trainer_lib.make_optimizer(), mixed_precision=False
+            )
+        trainer = trainer_lib.Trainer(
+            generator=generator,
+            discriminator=discriminator,
+            generator_optimizer=g_opt,
+            discriminator_optimizer=d_opt,
+            global_batch_size=batch,
+            jit_compile=jit_compile,
+            time_input=False,
+        )
+    lr = tf.random.stateless_uniform([batch, crop // scale, crop // scale, 3], [1, 2], -1.0, 1.0)
+    hr = tf.random.stateless_uniform([batch, crop, crop, 3], [3, 4], -1.0, 1.0)
+    dataset_fn = lambda context: tf.data.Dataset.from_tensors((lr, hr)).repeat()  # noqa: E731
+    iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+
+    def run(num_steps: int) -> None:
+        trainer.train(iterator, num_steps)
+
+    return run, f"batch {batch}, HR crop {crop}, x{scale}"
+
+
+def run_configs() -> dict:
+    """Each --config with and without XLA, interleaved per config; ratio no-XLA / XLA time."""
+    rows = []
+    for gin_file in FLAGS.config:
+        name = os.path.basename(gin_file)
+        variants, status, shape = {}, {}, ""
+        for jit in (False, True):
+            label = f"{name} {'XLA' if jit else 'no XLA'}"
+            logging.info("Building and tracing %s.", label)
+            try:
+                run, shape = config_variant(gin_file, jit_compile=jit)
+                run(FLAGS.warmup_steps)
+            except Exception as error:  # XLA reports many error types
+                status[label] = f"failed: {_first_line(error)}"
+                logging.warning("%s: %s", label, status[label])
+                continue
+            status[label] = "ok"
+            variants[label] = run
+        # One untimed round of --steps first: the first multi-step call after tracing was
+        # seen to take 100x longer than the later ones (one-time set-up inside TF).
+        for run in variants.values():
+            run(FLAGS.steps)
+        seconds = measure(variants, FLAGS.rounds, FLAGS.steps)
+        off, on = f"{name} no XLA", f"{name} XLA"
+        rows.append(
+            {
+                "config": name,
+                "shape": shape,
+                "ms_per_step_no_xla": _median_ms(seconds.get(off)),
+                "ms_per_step_xla": _median_ms(seconds.get(on)),
+                "speedup_xla": paired_ratio(seconds, off, on),
+                "status": {"no_xla": status.get(off), "xla": status.get(on)},
+                "seconds": seconds,
+            }
+        )
+    return {
+        "command": "bench/train_step.py " + " ".join(f"--config={c}" for c in FLAGS.config),
+        "gin_params": FLAGS.gin_param,
+        "steps": FLAGS.steps,
+        "rounds": FLAGS.rounds,
+        "rows": rows,
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _median_ms(values) -> float | None:
+    return round(1000 * statistics.median(values), 1) if values else None
+
+
+def configs_markdown(results: dict) -> str:
+    lines = [
+        "| config | trained shape | ms/step, no XLA | ms/step, XLA | XLA speedup (paired median) |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for row in results["rows"]:
+        lines.append(
+            f"| {row['config']} | {row['shape']} | {row['ms_per_step_no_xla']} | "
+            f"{row['ms_per_step_xla']} | {row['speedup_xla']} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv):
     del argv
+    if FLAGS.config:
+        results = run_configs()
+        if os.path.dirname(FLAGS.output):
+            os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
+        with open(FLAGS.output, "w") as f:
+            json.dump(results, f, indent=2)
+        print(configs_markdown(results))
+        return
     for name in ("steps", "warmup_steps", "rounds", "batch_size"):
         if getattr(FLAGS, name) < 1:
             raise app.UsageError(f"--{name} must be >= 1.")

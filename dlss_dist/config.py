@@ -1,4 +1,4 @@
-"""Gin parsing shared by every entry point: all configurables registered, unknowns are errors.
+"""Gin parsing shared by every entry point: the files import what they bind; unknowns are errors.
 
 The shipped configs are package data (`dlss_dist/configs/*.gin`), so a bare name such as
 `base.gin` resolves from any working directory, in an editable install and from a wheel alike.
@@ -13,18 +13,6 @@ import os
 from collections.abc import Iterator, Sequence
 
 import gin
-
-
-def register_configurables() -> None:
-    """Imports every module that defines a gin configurable."""
-    # pylint: disable=import-outside-toplevel,unused-import
-    import dlss_dist.data.pipeline  # noqa: F401
-    import dlss_dist.demo  # noqa: F401
-    import dlss_dist.distribute  # noqa: F401
-    import dlss_dist.models  # noqa: F401
-    import dlss_dist.models.losses  # noqa: F401
-    import dlss_dist.training.loop  # noqa: F401
-    import dlss_dist.training.trainer  # noqa: F401
 
 
 def packaged_configs_dir() -> str:
@@ -94,13 +82,15 @@ def _add_search_folder(folder: str) -> None:
 def parse_config(gin_files: Sequence[str], gin_bindings: Sequence[str] = ()) -> None:
     """Parses gin files then bindings; an unknown configurable or parameter is an error.
 
+    The gin files' own `import` lines register their configurables (and the operative config
+    written into a model dir repeats them), so there is no second registry here.
+
     Args:
       gin_files: config files (paths or packaged bare names), applied in order. An
         `include` resolves against the working directory, then the including files'
         folders, then the packaged configs.
       gin_bindings: single bindings such as "train_loop.total_steps = 100", applied last.
     """
-    register_configurables()
     files = [resolve_gin_file(path) for path in gin_files]
     for path in files:
         if "://" not in path:

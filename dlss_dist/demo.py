@@ -20,7 +20,7 @@ from PIL import Image
 
 from dlss_dist import distribute
 from dlss_dist.evaluation import evaluate as evaluate_lib
-from dlss_dist.training import loop
+from dlss_dist.training import loop, model_dir
 
 # scikit-image's bundled photographs (grayscale ones become RGB in the Beam job).
 TRAINING_PHOTOGRAPHS = (
@@ -162,7 +162,7 @@ def run_demo(
 
     started = time.perf_counter()
     summary = evaluate_lib.evaluate(
-        model=os.path.join(paths["model"], loop.EXPORT_DIR),
+        model=model_dir.ModelDir(paths["model"]).export_root,
         data=paths["held_out"],
         output_dir=paths["evaluation"],
     )

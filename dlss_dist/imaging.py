@@ -23,6 +23,9 @@ from absl import logging
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 DEGRADATION = "bicubic_matlab_antialias"
+# File name endings taken as images when a folder is read (lower case; compare lowered names).
+# The one list for the Beam job, dlss-upscale and dlss-eval.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 DEFAULT_MAX_PIXELS = 64_000_000
 ALPHA_POLICIES = ("white", "reject")
 
@@ -285,12 +288,15 @@ def imresize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.floor(np.clip(out, 0.0, 255.0) + 0.5).astype(np.uint8)
 
 
-def check_scale(scale: int) -> None:
-    """Raises ValueError naming ``scale`` unless it is a power of 2 that is at least 2."""
+def check_scale(scale: int, *, name: str = "scale") -> int:
+    """Returns ``scale`` if it is a power of 2 that is at least 2, else raises ValueError
+    naming ``name``. The one scale rule: the Beam job, the generators (one x2 upsampling
+    stage per factor of 2) and evaluation all call it."""
     if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)):
-        raise ValueError(f"scale must be an integer power of 2 >= 2, got {scale!r}")
+        raise ValueError(f"{name} must be an integer power of 2 >= 2, got {scale!r}")
     if scale < 2 or scale & (scale - 1):
-        raise ValueError(f"scale must be a power of 2 >= 2 (2, 4, 8, ...), got {scale}")
+        raise ValueError(f"{name} must be a power of 2 >= 2 (2, 4, 8, ...), got {scale}")
+    return int(scale)
 
 
 def degrade_bicubic(hr: np.ndarray, scale: int) -> np.ndarray:
@@ -305,13 +311,6 @@ def degrade_bicubic(hr: np.ndarray, scale: int) -> np.ndarray:
             f"HR size {height}x{width} is not divisible by scale {scale}; crop it first"
         )
     return imresize(hr, height // scale, width // scale)
-
-
-def upscale_bicubic(lr: np.ndarray, scale: int) -> np.ndarray:
-    """The bicubic baseline: ``imresize(lr, H * scale, W * scale)`` (same kernel)."""
-    check_scale(scale)
-    height, width = lr.shape[:2]
-    return imresize(lr, height * scale, width * scale)
 
 
 def upscale_nearest(lr: np.ndarray, scale: int) -> np.ndarray:

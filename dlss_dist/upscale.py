@@ -26,13 +26,13 @@ import tensorflow as tf
 from absl import logging
 
 from dlss_dist import imaging
-from dlss_dist.evaluation import report
+from dlss_dist.evaluation import pictures
+from dlss_dist.training import model_dir
 
 DEFAULT_TILE_OVERLAP = 16
 # Tile used when an image is over the export's pixel limit and no --tile was given.
 AUTO_TILE = 512
 FAILURES_FILE = "failures.json"
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 # uint8 [1, h, w, 3] -> uint8 [1, h*s, w*s, 3]
 BatchUpscaleFn = Callable[[np.ndarray], np.ndarray]
@@ -46,25 +46,9 @@ def resolve_savedmodel(path: str) -> str:
     """
     if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
         return path
-    index = os.path.join(path, "exports.json")
-    if tf.io.gfile.exists(index):
-        with tf.io.gfile.GFile(index) as f:
-            exports = json.load(f).get("exports", [])
-        for entry in exports:  # best first
-            # The version folder, found from the step: the recorded path may be relative to
-            # the working directory of the training run.
-            candidate = os.path.join(path, str(entry["step"]))
-            if tf.io.gfile.exists(os.path.join(candidate, "saved_model.pb")):
-                return candidate
-    if tf.io.gfile.isdir(path):
-        versions = [
-            int(name.rstrip("/"))
-            for name in tf.io.gfile.listdir(path)
-            if name.rstrip("/").isdigit()
-            and tf.io.gfile.exists(os.path.join(path, name.rstrip("/"), "saved_model.pb"))
-        ]
-        if versions:
-            return os.path.join(path, str(max(versions)))
+    best = model_dir.best_export(path)
+    if best is not None:
+        return best
     raise FileNotFoundError(
         f"{path} is neither a SavedModel (no saved_model.pb) nor an export root with "
         "integer version folders"
@@ -215,7 +199,7 @@ def list_inputs(paths: Sequence[str]) -> tuple[list[str], list[dict]]:
             names = [
                 n
                 for n in tf.io.gfile.listdir(path)
-                if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")
+                if n.lower().endswith(imaging.IMAGE_EXTENSIONS) and not n.startswith(".")
             ]
             if not names:
                 failures.append(
@@ -331,7 +315,7 @@ def upscale_files(
                     "Resizing %s from %s to %s to cross-fade", files[1], last.shape, first.shape
                 )
                 last = imaging.imresize(last, first.shape[0], first.shape[1])
-            for i, frame in enumerate(report.crossfade(first, last, interpolate)):
+            for i, frame in enumerate(pictures.crossfade(first, last, interpolate)):
                 run(frame, os.path.join(output_dir, f"frame_{i:04d}.png"), f"frame {i}")
     else:
         for file, name in zip(files, _output_names(files), strict=True):
@@ -345,6 +329,6 @@ def upscale_files(
             f.write(json.dumps(failures, indent=2) + "\n")
     if gif and outputs:
         result.gif = gif
-        result.gif_frames = report.write_gif(outputs, gif, fps=gif_fps)
+        result.gif_frames = pictures.write_gif(outputs, gif, fps=gif_fps)
         logging.info("Wrote %s (%d frames)", gif, result.gif_frames)
     return result

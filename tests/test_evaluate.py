@@ -13,7 +13,7 @@ from conftest import photo_crops, save_image
 
 from dlss_dist import export, imaging
 from dlss_dist.data import schema
-from dlss_dist.evaluation import evaluate, metrics
+from dlss_dist.evaluation import baselines, evaluate, metrics
 from dlss_dist.models.generators import srresnet_generator
 
 SCALE = 2
@@ -21,7 +21,7 @@ SCALE = 2
 
 @pytest.fixture(scope="module")
 def bicubic_model(tmp_path_factory):
-    """An untrained SRResNet: exactly tf.image.resize bicubic (its last conv starts at zero)."""
+    """An untrained SRResNet: exactly the bicubic baseline (its last conv starts at zero)."""
     generator = srresnet_generator(SCALE, num_filters=8, num_blocks=1)
     path = str(tmp_path_factory.mktemp("export") / "1")
     return export.export_generator(generator, path, scale=SCALE, max_input_pixels=200 * 200)
@@ -57,13 +57,18 @@ def test_plain_folder(bicubic_model, hr_folder, tmp_path):
     # Recompute the first row by hand with the same shared functions.
     hr = imaging.read_image(os.path.join(hr_folder, "img1.png"))[:40, :50]
     lr = imaging.degrade_bicubic(hr, SCALE)
-    expected = metrics.image_metrics(hr, imaging.upscale_bicubic(lr, SCALE), border=SCALE)
+    bicubic = baselines.bicubic(lr, SCALE)
+    # The baseline is MATLAB's imresize bicubic, computed in float32: within one grey level.
+    matlab = imaging.imresize(lr, *hr.shape[:2])
+    assert np.abs(bicubic.astype(int) - matlab).max() <= 1
+    expected = metrics.image_metrics(hr, bicubic, border=SCALE)
     for name, value in expected.items():
         assert float(rows[0][f"bicubic_{name}"]) == pytest.approx(value, abs=1e-9)
     means = summary["metrics"]
-    # The untrained model is (TF's) bicubic: close to the MATLAB-style baseline, far above
-    # nearest neighbour.
-    assert means["model"]["psnr_rgb"] == pytest.approx(means["bicubic"]["psnr_rgb"], abs=1.0)
+    # The untrained model is the bicubic baseline, exactly (the same function, the same
+    # uint8 mapping), and far above nearest neighbour.
+    assert means["model"] == means["bicubic"]
+    assert [r["model_psnr_rgb"] for r in rows] == [r["bicubic_psnr_rgb"] for r in rows]
     assert means["bicubic"]["psnr_y"] > means["nearest"]["psnr_y"]
     assert sorted(os.listdir(os.path.join(out, "grids"))) == ["0000_img1.png", "0001_img2.png"]
     grid = imaging.read_image(os.path.join(out, "grids", "0000_img1.png"))
@@ -108,8 +113,8 @@ def test_dataset_directory(bicubic_model, tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"scale": 4}, "x4 dataset but the model upscales x2"),
-        ({"degradation": "tf_bicubic"}, "made with degradation 'tf_bicubic'"),
+        ({"scale": 4}, "made with scale 4 but the model upscales x2"),
+        ({"degradation": "tf_bicubic"}, "from degradation 'tf_bicubic'"),
     ],
 )
 def test_dataset_mismatch_is_a_clear_error(bicubic_model, tmp_path, kwargs, message):

@@ -15,6 +15,7 @@ from skimage import data as skdata
 
 from dlss_dist import export, upscale
 from dlss_dist.models.generators import srresnet_generator
+from dlss_dist.training import model_dir as model_dir_lib
 
 SCALE = 2
 MAX_PIXELS = 48 * 48
@@ -175,7 +176,9 @@ def test_export_rejects_a_wrong_scale(generator, tmp_path):
 
 def test_best_exporter_keeps_the_best_versions(generator, tmp_path):
     root = str(tmp_path / "export")
-    exporter = export.BestExporter(export_root=root, scale=SCALE, keep=2, max_input_pixels=1024)
+    exporter = model_dir_lib.BestExporter(
+        export_root=root, scale=SCALE, keep=2, max_input_pixels=1024
+    )
     assert exporter.maybe_export(generator, step=100, psnr=20.0) == os.path.join(root, "100")
     assert exporter.maybe_export(generator, step=200, psnr=22.0) is not None
     assert exporter.maybe_export(generator, step=300, psnr=19.0) is None  # worse than both
@@ -191,7 +194,9 @@ def test_best_exporter_keeps_the_best_versions(generator, tmp_path):
     # was moved since.
     moved = str(tmp_path / "moved")
     os.rename(root, moved)
-    resumed = export.BestExporter(export_root=moved, scale=SCALE, keep=2, max_input_pixels=1024)
+    resumed = model_dir_lib.BestExporter(
+        export_root=moved, scale=SCALE, keep=2, max_input_pixels=1024
+    )
     assert resumed.best_path == os.path.join(moved, "200")
     assert resumed.maybe_export(generator, step=600, psnr=20.5) is None
     assert upscale.resolve_savedmodel(moved) == os.path.join(moved, "200")
@@ -199,24 +204,25 @@ def test_best_exporter_keeps_the_best_versions(generator, tmp_path):
 
 def test_best_exporter_validates_arguments(tmp_path):
     with pytest.raises(ValueError, match="keep"):
-        export.BestExporter(export_root=str(tmp_path), scale=SCALE, keep=0)
+        model_dir_lib.BestExporter(export_root=str(tmp_path), scale=SCALE, keep=0)
 
 
 def write_model_dir(model_dir, *, generator, ema_generator=None, step=7):
     """A training model_dir as the loop leaves it: operative config plus a checkpoint."""
-    (model_dir / "checkpoints").mkdir(parents=True)
-    (model_dir / "operative_config.gin").write_text(
-        "import dlss_dist.models\n"
-        "build_generator.network = @srresnet_generator\n"
-        f"srresnet_generator.scale = {SCALE}\n"
-        "srresnet_generator.num_filters = 8\n"
-        "srresnet_generator.num_blocks = 1\n"
+    paths = model_dir_lib.ModelDir(str(model_dir))
+    os.makedirs(paths.checkpoints)
+    with open(paths.operative_config, "w") as f:
+        f.write(
+            "import dlss_dist.models\n"
+            "build_generator.network = @srresnet_generator\n"
+            f"srresnet_generator.scale = {SCALE}\n"
+            "srresnet_generator.num_filters = 8\n"
+            "srresnet_generator.num_blocks = 1\n"
+        )
+    checkpoint = model_dir_lib.make_checkpoint(
+        step=tf.Variable(step, dtype=tf.int64), generator=generator, ema_generator=ema_generator
     )
-    objects = {"step": tf.Variable(step, dtype=tf.int64), "generator": generator}
-    if ema_generator is not None:
-        objects["ema_generator"] = ema_generator
-    checkpoint = tf.train.Checkpoint(**objects)
-    tf.train.CheckpointManager(checkpoint, str(model_dir / "checkpoints"), max_to_keep=1).save()
+    tf.train.CheckpointManager(checkpoint, paths.checkpoints, max_to_keep=1).save()
 
 
 @pytest.mark.parametrize("use_ema", [True, False])
@@ -228,14 +234,14 @@ def test_load_generator_restores_ema_or_generator(tmp_path, use_ema):
     else:
         write_model_dir(model_dir, generator=trained)
     try:
-        restored, scale = export.load_generator(str(model_dir))
+        restored, scale = model_dir_lib.load_generator(str(model_dir))
     finally:
         gin.clear_config()
     assert scale == SCALE
     x = np.random.default_rng(0).uniform(-1, 1, (1, 6, 6, 3)).astype(np.float32)
     np.testing.assert_allclose(restored(x).numpy(), trained(x).numpy(), atol=1e-6)
-    latest = export.resolve_checkpoint(str(model_dir))
-    assert export.checkpoint_step(latest) == 7
+    latest = model_dir_lib.resolve_checkpoint(str(model_dir))
+    assert model_dir_lib.checkpoint_step(latest) == 7
 
 
 def test_export_cli_writes_a_version_folder(tmp_path, photo):
@@ -263,4 +269,4 @@ def test_export_cli_writes_a_version_folder(tmp_path, photo):
 
 def test_load_generator_errors_name_the_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="operative_config.gin"):
-        export.load_generator(str(tmp_path))
+        model_dir_lib.load_generator(str(tmp_path))

@@ -95,7 +95,7 @@ def test_degrade_and_upscale():
     lr = imaging.degrade_bicubic(hr, 4)
     assert lr.shape == (16, 24, 3) and lr.dtype == np.uint8
     np.testing.assert_array_equal(lr, imaging.imresize(hr, 16, 24))
-    assert imaging.upscale_bicubic(lr, 4).shape == hr.shape
+    assert imaging.imresize(lr, *hr.shape[:2]).shape == hr.shape
     nearest = imaging.upscale_nearest(lr, 4)
     assert nearest.shape == hr.shape and (nearest[:4, :4] == lr[0, 0]).all()
     with pytest.raises(ValueError, match="not divisible by scale 4"):

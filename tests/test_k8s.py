@@ -332,14 +332,14 @@ def test_kubeflow_tfjob_replaces_the_job():
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_serving_reads_what_training_exports(overlay):
     """TF Serving's base path is <model_dir>/export, where training writes <version>/ dirs."""
-    from dlss_dist.training import loop
+    from dlss_dist.training import model_dir as model_dir_lib
 
     serving = _one(overlay, "Deployment", "dlss-serving")
     (container,) = serving["spec"]["template"]["spec"]["containers"]
     flags = _flags(container["args"])
     _, train = _training_pod(overlay)
     model_dir = _flags(train["args"])["--model_dir"][0]
-    assert flags["--model_base_path"] == [f"{model_dir}/{loop.EXPORT_DIR}"]
+    assert flags["--model_base_path"] == [f"{model_dir}/{model_dir_lib.EXPORT_DIR}"]
     model_name = flags["--model_name"][0]
     probe = container["readinessProbe"]["httpGet"]
     assert probe["path"] == f"/v1/models/{model_name}"
@@ -381,7 +381,7 @@ def test_preprocessing_feeds_the_training_config(overlay):
         if match := re.fullmatch(r"([A-Z][A-Z0-9_]*)\s*=\s*(.+)", binding.strip()):
             macros[match.group(1)] = match.group(2)
     assert int(written["--scale"][0]) == int(macros["SCALE"]), overlay
-    assert int(written["--hr_size"][0]) >= int(macros["HR_SIZE"]), overlay
+    assert int(written["--hr_size"][0]) >= int(macros["HR_CROP"]), overlay
 
 
 # --- the container image -------------------------------------------------------------------

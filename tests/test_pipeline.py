@@ -112,7 +112,7 @@ def test_input_pipelines_partition_each_epoch(dataset, pipelines):
 
 
 def test_incompatible_datasets_are_refused(dataset):
-    with pytest.raises(ValueError, match="scale 2 but the config trains scale 4"):
+    with pytest.raises(ValueError, match="scale 2 but the config upscales x4"):
         _input_fn(dataset, scale=4, hr_patch_size=32)
     with pytest.raises(ValueError, match="expects 'nearest'"):
         _input_fn(dataset, degradation="nearest")

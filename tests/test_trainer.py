@@ -81,3 +81,64 @@ def test_ema_tracks_the_generator():
     trainer.pixel_step(*_batch())
     for e, s, w in zip(ema.get_weights(), start, generator.get_weights(), strict=True):
         np.testing.assert_allclose(e, 0.5 * s + 0.5 * w, rtol=1e-5, atol=1e-7)
+
+
+def _flat(model) -> np.ndarray:
+    return np.concatenate([w.ravel() for w in model.get_weights()])
+
+
+def _plain_trainer(**kwargs):
+    generator, discriminator = _networks("float32")
+    optimizers = [keras.optimizers.SGD(learning_rate=0.1) for _ in range(2)]
+    return _trainer(generator, discriminator, optimizers, **kwargs)
+
+
+def test_pixel_step_trains_the_generator_only():
+    trainer = _plain_trainer()
+    g_before, d_before = _flat(trainer.generator), _flat(trainer.discriminator)
+    metrics = trainer.pixel_step(*_batch())
+    assert np.abs(_flat(trainer.generator) - g_before).max() > 0
+    np.testing.assert_array_equal(_flat(trainer.discriminator), d_before)
+    assert float(metrics["d_loss"]) == 0.0 and float(metrics["adversarial"]) == 0.0
+
+
+def test_gan_step_updates_discriminator_then_generator():
+    trainer = _plain_trainer()
+    order = []
+    for name, optimizer in (
+        ("discriminator", trainer.discriminator_optimizer),
+        ("generator", trainer.generator_optimizer),
+    ):
+        apply = optimizer.apply_gradients
+
+        def recording(pairs, _apply=apply, _name=name):
+            order.append(_name)
+            return _apply(pairs)
+
+        optimizer.apply_gradients = recording
+    g_before, d_before = _flat(trainer.generator), _flat(trainer.discriminator)
+    trainer.gan_step(*_batch())
+    assert order == ["discriminator", "generator"]
+    assert np.abs(_flat(trainer.generator) - g_before).max() > 0
+    assert np.abs(_flat(trainer.discriminator) - d_before).max() > 0
+
+
+def test_train_runs_warmup_then_gan_steps_and_counts_them():
+    # 3 steps from step 0 with warmup_steps=2: two pixel steps (D untouched), then one GAN step.
+    trainer = _plain_trainer(warmup_steps=2, time_input=False)
+    dataset = tf.data.Dataset.from_tensors(_batch()).repeat()
+    iterator = iter(tf.distribute.get_strategy().experimental_distribute_dataset(dataset))
+    d_before = _flat(trainer.discriminator)
+    metrics = trainer.train(iterator, 2)
+    assert int(trainer.global_step.numpy()) == 2
+    assert metrics["d_loss"] == 0.0
+    np.testing.assert_array_equal(_flat(trainer.discriminator), d_before)
+    metrics = trainer.train(iterator, 1)
+    assert int(trainer.global_step.numpy()) == 3
+    assert metrics["d_loss"] > 0.0
+    assert np.abs(_flat(trainer.discriminator) - d_before).max() > 0
+
+
+def test_trainer_refuses_a_negative_warmup():
+    with pytest.raises(ValueError, match="warmup_steps must be an integer >= 0"):
+        _plain_trainer(warmup_steps=-1)

@@ -15,8 +15,9 @@ import tensorflow as tf
 import training_helpers as th
 
 from dlss_dist import config, distribute, models
+from dlss_dist.training.model_dir import ModelDir
 
-GIN_FILES = sorted(glob.glob(os.path.join(th.REPO, "gin", "*.gin")))
+GIN_FILES = sorted(glob.glob(os.path.join(config.packaged_configs_dir(), "*.gin")))
 
 
 @pytest.fixture
@@ -31,26 +32,31 @@ def clean_gin():
     gin.clear_config()
 
 
+def _bound(parameter: str):
+    """A binding's value, with a macro (`%NAME`) resolved."""
+    value = gin.query_parameter(parameter)
+    if isinstance(value, gin.config.ConfigurableReference):
+        value = value.scoped_configurable_fn()
+    return value
+
+
 @pytest.mark.parametrize("gin_file", GIN_FILES, ids=os.path.basename)
 def test_every_gin_file_parses_and_builds_its_models(gin_file, clean_gin):
     config.parse_config([gin_file])
     generator = models.build_generator()
     discriminator = models.build_discriminator()
     scale = gin.query_parameter("%SCALE")
-    size = gin.query_parameter("%HR_SIZE")
+    size = gin.query_parameter("%HR_CROP")
     lr = tf.zeros([1, size // scale, size // scale, 3])
     assert generator(lr).shape == (1, size, size, 3)
     assert discriminator(tf.zeros([1, size, size, 3])).shape == (1,)
-    # The loop's and the input pipeline's required bindings are all given.
-    for parameter in (
-        "train_loop.total_steps",
-        "train_loop.global_batch_size",
-        "train_loop.scale",
-        "make_input_fn.global_batch_size",
-        "make_input_fn.scale",
-        "make_input_fn.hr_patch_size",
-    ):
-        assert gin.query_parameter(parameter) is not None, parameter
+    # The loop's and the input pipeline's required bindings are all given, and agree.
+    # (query_parameter raises for an unbound parameter.)
+    assert _bound("train_loop.total_steps") >= 1
+    batch = _bound("train_loop.global_batch_size")
+    assert batch == _bound("make_input_fn.global_batch_size") >= 1
+    assert _bound("make_input_fn.scale") == scale
+    assert _bound("make_input_fn.hr_patch_size") == size
 
 
 def test_unknown_gin_binding_is_an_error(clean_gin):
@@ -83,7 +89,7 @@ def test_tf_config_from_indexed_job_environment():
 def _pixel_losses(model_dir: str) -> list[float]:
     """The 'pixel' scalars TensorBoard would show, in step order."""
     values = []
-    for path in sorted(glob.glob(os.path.join(model_dir, "summaries", "events.*"))):
+    for path in sorted(glob.glob(os.path.join(ModelDir(model_dir).summaries, "events.*"))):
         for record in tf.data.TFRecordDataset(path):
             event = tf.compat.v1.Event.FromString(record.numpy())
             for value in event.summary.value:
@@ -111,9 +117,10 @@ def test_loss_falls_and_outputs_are_written(dataset, tmp_path):
     losses = _pixel_losses(model_dir)
     assert len(losses) == 10
     assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:2])
-    assert os.path.exists(os.path.join(model_dir, "operative_config.gin"))
-    assert glob.glob(os.path.join(model_dir, "samples", "step_*.png"))
-    assert os.path.isdir(os.path.join(model_dir, "export", "40"))
+    paths = ModelDir(model_dir)
+    assert os.path.exists(paths.operative_config)
+    assert glob.glob(os.path.join(paths.samples, "step_*.png"))
+    assert os.path.isdir(os.path.join(paths.export_root, "40"))
     assert th.checkpoint_step(th.latest_checkpoint(model_dir)) == 40
 
 
@@ -176,7 +183,7 @@ def test_sigterm_saves_a_checkpoint_at_the_current_step(dataset, tmp_path):
         "train_loop.summary_every_steps = 1",
     )
     # The first checkpoint is the SIGTERM one: wait until training is under way.
-    summaries = os.path.join(model_dir, "summaries")
+    summaries = ModelDir(model_dir).summaries
 
     def training_started():
         return os.path.isdir(summaries) and any(
@@ -239,7 +246,7 @@ def test_two_worker_processes_train_together(dataset, tmp_path):
     # Only the chief writes checkpoints; worker 1's temporary copies are removed.
     assert not glob.glob(os.path.join(model_dir, "tmp", "worker-1", "*.index"))
     assert th.checkpoint_step(th.latest_checkpoint(model_dir)) == 8
-    assert os.path.exists(os.path.join(model_dir, "operative_config.gin"))
+    assert os.path.exists(ModelDir(model_dir).operative_config)
     fingerprints = [stderr.split("weights fingerprint: ")[1].split()[0] for _, stderr in outputs]
     assert fingerprints[0] == fingerprints[1]
 
@@ -282,7 +289,6 @@ def test_zero_intervals_are_refused_up_front(binding, tmp_path):
             data_dir=str(tmp_path),
             total_steps=1,
             global_batch_size=1,
-            scale=2,
             **{binding: 0},
         )
 
@@ -306,3 +312,46 @@ def test_train_cli_requires_a_gin_file(tmp_path):
     )
     assert result.returncode != 0
     assert "give at least one --gin_file" in result.stderr
+
+
+def test_sigint_saves_a_checkpoint_and_exits_130(dataset, tmp_path):
+    model_dir = str(tmp_path / "model")
+    process = th.start_train(
+        model_dir,
+        dataset,
+        "train_loop.total_steps = 100000",
+        "train_loop.checkpoint_every_steps = 1000",
+        "train_loop.steps_per_loop = 1",
+        "train_loop.summary_every_steps = 1",
+    )
+    th.read_until(process, "step 2/100000")  # a few steps done
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert stderr.count("SIGINT received") == 1
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    stopped = int(stderr.split("checkpoint at step ")[1].split(".")[0])
+    assert 2 <= stopped < 1000
+    assert th.checkpoint_step(th.latest_checkpoint(model_dir)) == stopped
+
+
+def test_a_second_sigint_exits_at_once_mid_chunk(dataset, tmp_path):
+    model_dir = str(tmp_path / "model")
+    # One chunk of 100000 steps: without the second Ctrl-C it would run for hours.
+    process = th.start_train(
+        model_dir,
+        dataset,
+        "train_loop.total_steps = 100000",
+        "train_loop.steps_per_loop = 100000",
+        "train_loop.checkpoint_every_steps = 100000",
+        "train_loop.summary_every_steps = 100000",
+        "train_loop.sample_every_steps = 0",
+    )
+    th.read_until(process, "Training from step 0")
+    process.send_signal(signal.SIGINT)
+    th.read_until(process, "SIGINT received")
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "SIGINT again: exiting now without a checkpoint." in stderr
+    assert th.latest_checkpoint(model_dir) is None

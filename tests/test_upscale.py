@@ -11,7 +11,7 @@ from PIL import Image
 from skimage import data as skdata
 
 from dlss_dist import export, imaging, upscale
-from dlss_dist.evaluation import report
+from dlss_dist.evaluation import pictures
 from dlss_dist.models.generators import srresnet_generator
 
 SCALE = 2
@@ -132,7 +132,7 @@ def test_interpolation_gif(upscaler, photo, tmp_path):
 
 
 def test_crossfade_endpoints_and_count(photo):
-    frames = report.crossfade(photo, photo[::-1], 3)
+    frames = pictures.crossfade(photo, photo[::-1], 3)
     assert len(frames) == 5
     np.testing.assert_array_equal(frames[0], photo)
     np.testing.assert_array_equal(frames[-1], photo[::-1])

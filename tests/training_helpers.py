@@ -11,6 +11,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from dlss_dist.training.model_dir import ModelDir
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_GIN = os.path.join(REPO, "dlss_dist", "configs", "tiny_test.gin")
 
@@ -61,7 +63,7 @@ def wait_for_checkpoint(model_dir: str, process: subprocess.Popen, timeout: floa
     """Polls until a checkpoint is recorded as the latest (state file written); returns it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if os.path.isdir(os.path.join(model_dir, "checkpoints")):
+        if os.path.isdir(ModelDir(model_dir).checkpoints):
             found = latest_checkpoint(model_dir)
             if found:
                 return found
@@ -87,7 +89,7 @@ def checkpoint_step(path: str) -> int:
 
 
 def latest_checkpoint(model_dir: str) -> str:
-    return tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    return ModelDir(model_dir).latest_checkpoint()
 
 
 def checkpoint_values(checkpoint_path: str) -> dict[str, np.ndarray]:
@@ -117,3 +119,20 @@ def free_ports(count: int) -> list[int]:
     for sock in sockets:
         sock.close()
     return ports
+
+
+def read_until(process: subprocess.Popen, text: str, timeout: float = 180) -> list[str]:
+    """Reads the process's stderr line by line until a line contains `text`; returns them.
+
+    Fails if the process exits first. (A hung process is caught by the caller's timeout.)
+    """
+    lines = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            raise AssertionError("process exited early:\n" + "".join(lines[-50:]))
+        lines.append(line)
+        if text in line:
+            return lines
+    raise AssertionError(f"no line with {text!r}")

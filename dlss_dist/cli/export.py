@@ -26,7 +26,10 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer("version", None, "Version folder name (default: the checkpoint's step).")
 flags.DEFINE_integer(
-    "max_input_pixels", 4_000_000, "Largest input H*W the SavedModel accepts.", lower_bound=1
+    "max_input_pixels",
+    None,
+    "Largest input H*W the SavedModel accepts (default: the run's train_loop.max_input_pixels).",
+    lower_bound=1,
 )
 flags.mark_flags_as_required(["model_dir", "export_dir"])
 
@@ -36,20 +39,21 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     quiet_tensorflow_logs()
     from dlss_dist import export
+    from dlss_dist.training import loop, model_dir
 
     try:
-        checkpoint = export.resolve_checkpoint(FLAGS.model_dir, FLAGS.checkpoint)
+        checkpoint = model_dir.resolve_checkpoint(FLAGS.model_dir, FLAGS.checkpoint)
         version = FLAGS.version
         if version is None:
-            version = export.checkpoint_step(checkpoint)
+            version = model_dir.checkpoint_step(checkpoint)
         if version is None:
             raise ValueError(f"{checkpoint} has no `step` variable: pass --version")
-        generator, scale = export.load_generator(FLAGS.model_dir, checkpoint)
+        generator, scale = model_dir.load_generator(FLAGS.model_dir, checkpoint)
         path = export.export_generator(
             generator,
             os.path.join(FLAGS.export_dir, str(version)),
             scale=scale,
-            max_input_pixels=FLAGS.max_input_pixels,
+            max_input_pixels=FLAGS.max_input_pixels or loop.max_input_pixels_of_run(),
         )
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"dlss-export: {error}")

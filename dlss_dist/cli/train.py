@@ -1,11 +1,14 @@
 r"""Trains the super-resolution GAN.
 
-  dlss-train --gin_file=srgan_celeba_32_128.gin --model_dir=/models/celeba \
+  dlss-train --gin_file=sr_dcgan_celeba_32_128.gin --model_dir=/models/celeba \
       --data_dir=/data/celeba [--gin_param='train_loop.total_steps = 1000']
 
 Flags say where; everything about what is trained is a gin binding. The run resumes from the
-newest checkpoint in --model_dir. Exit codes: 0 done, 1 error (including a non-finite loss),
-143 stopped by SIGTERM after saving a checkpoint (so a Kubernetes Job restarts it).
+newest checkpoint in --model_dir. Exit codes: 0 done, 1 error (one line `dlss-train: error:
+...`, including a non-finite loss, a bad setting and a model directory another live run
+holds; the traceback too with -v 1), 130 stopped by SIGINT (Ctrl-C) and 143 stopped by
+SIGTERM, both after saving a checkpoint (a Kubernetes Job restarts the pod; the run resumes).
+A second Ctrl-C exits at once without saving. See docs/training.md.
 """
 
 from __future__ import annotations
@@ -32,19 +35,32 @@ def main(argv):
     from dlss_dist import config, distribute
     from dlss_dist.training import loop
 
-    config.parse_config(FLAGS.gin_file, FLAGS.gin_param)
-    strategy = distribute.create_strategy()
     try:
+        config.parse_config(FLAGS.gin_file, FLAGS.gin_param)
+        strategy = distribute.create_strategy()
         metrics = loop.train_loop(
             strategy=strategy, model_dir=FLAGS.model_dir, data_dir=FLAGS.data_dir
         )
     except loop.Preempted as stop:
         logging.warning("%s", stop)
-        sys.exit(loop.PREEMPTED_EXIT_CODE)
-    except (loop.NonFiniteLossError, ValueError, FileNotFoundError) as error:
-        logging.error("%s", error)
-        sys.exit(f"dlss-train: {error}")
-    logging.info("Training finished: %s", metrics)
+        sys.exit(stop.exit_code)
+    except (
+        loop.NonFiniteLossError,
+        loop.LockHeldError,
+        loop.RunLockLostError,
+        ValueError,
+        SyntaxError,
+        OSError,
+    ) as error:
+        if FLAGS.verbosity >= 1:
+            raise
+        # gin appends "In call to configurable ..." lines; the message itself says it all.
+        message = str(error).split("\n  In call to configurable")[0]
+        sys.exit(f"dlss-train: error: {message}")
+    if metrics:
+        logging.info(
+            "Training finished: %s", " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+        )
 
 
 def run():

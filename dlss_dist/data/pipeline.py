@@ -33,27 +33,37 @@ def to_uint8(image: tf.Tensor) -> tf.Tensor:
 
 
 def check_compatible(
-    manifest: dict, *, scale: int, hr_patch_size: int, degradation: str | None
+    manifest: dict,
+    *,
+    scale: int,
+    degradation: str | None,
+    hr_patch_size: int | None = None,
+    consumer: str = "the config",
 ) -> None:
-    """Raises ValueError when a dataset cannot feed a config.
+    """Raises ValueError when a dataset cannot feed a config or a model; the one such check
+    (training's input pipeline, train_loop and dlss-eval all call it).
 
     Args:
       manifest: the dataset's manifest.json contents.
-      scale: the config's super-resolution factor.
-      hr_patch_size: the config's HR training crop, in pixels.
-      degradation: the LR-making function the config expects (None accepts any).
+      scale: the super-resolution factor the consumer needs.
+      degradation: the LR-making function the consumer expects (None accepts any).
+      hr_patch_size: the config's HR training crop, in pixels (None: not training).
+      consumer: named in messages, e.g. "the config" or "the model".
     """
     if manifest.get("scale") != scale:
         raise ValueError(
-            f"The dataset was made with scale {manifest.get('scale')} but the config trains "
-            f"scale {scale}: re-run dlss-preprocess with --scale={scale} or change SCALE."
+            f"The dataset was made with scale {manifest.get('scale')} but {consumer} upscales "
+            f"x{scale}: use a dataset made with dlss-preprocess --scale={scale}."
         )
     if degradation is not None and manifest.get("degradation") != degradation:
         raise ValueError(
             f"The dataset's LR images come from degradation {manifest.get('degradation')!r} "
-            f"but the config expects {degradation!r}; results would not be comparable. "
-            "Bind make_input_fn.degradation to the dataset's value (or None) if intended."
+            f"but {consumer} expects {degradation!r}; results would not be comparable. "
+            "Re-create the dataset with this version of dlss-preprocess (to train on it "
+            "anyway, bind make_input_fn.degradation = None)."
         )
+    if hr_patch_size is None:
+        return
     if hr_patch_size % scale:
         raise ValueError(f"hr_patch_size={hr_patch_size} is not divisible by scale={scale}.")
     hr_size = manifest.get("hr_size")

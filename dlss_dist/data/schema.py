@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dlss_dist import imaging
+
 if TYPE_CHECKING:
     import tensorflow as tf
     import tensorflow_datasets as tfds
@@ -48,8 +50,6 @@ def features() -> tfds.features.FeaturesDict:
 def _png_bytes(image) -> bytes:
     if isinstance(image, bytes):
         return image
-    from dlss_dist import imaging  # keeps this module importable without PIL users
-
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
         raise ValueError(f"images must be HxWx3 uint8, got {image.shape} {image.dtype}")

@@ -27,8 +27,8 @@ import tensorflow as tf
 from absl import logging
 
 from dlss_dist import imaging, upscale
-from dlss_dist.data import schema
-from dlss_dist.evaluation import metrics, report
+from dlss_dist.data import pipeline, schema
+from dlss_dist.evaluation import baselines, metrics, pictures
 
 METRICS_FILE = "metrics.json"
 PER_IMAGE_FILE = "per_image.csv"
@@ -41,16 +41,9 @@ def _dataset_examples(
     data_dir: str, split: str, scale: int
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     manifest = schema.read_manifest(data_dir)
-    degradation = manifest.get("degradation")
-    if degradation != imaging.DEGRADATION:
-        raise ValueError(
-            f"{data_dir} was made with degradation {degradation!r}, but evaluation compares "
-            f"against {imaging.DEGRADATION!r}; re-create it with this version of dlss-preprocess"
-        )
-    if manifest.get("scale") != scale:
-        raise ValueError(
-            f"{data_dir} is a x{manifest.get('scale')} dataset but the model upscales x{scale}"
-        )
+    pipeline.check_compatible(
+        manifest, scale=scale, degradation=imaging.DEGRADATION, consumer="the model"
+    )
     files = schema.tfrecord_files(data_dir, split)
     if not files:
         available = [s for s, info in manifest.get("splits", {}).items() if info.get("written")]
@@ -85,7 +78,7 @@ def _folder_examples(
 
 def _safe_name(key: str) -> str:
     stem, extension = os.path.splitext(key)
-    if extension.lower() in upscale.IMAGE_EXTENSIONS:
+    if extension.lower() in imaging.IMAGE_EXTENSIONS:
         key = stem
     return re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("_")[:80] or "image"
 
@@ -158,15 +151,15 @@ def evaluate(
             continue
         outputs = {
             "model": upscaler(lr, tile=tile),
-            "bicubic": imaging.upscale_bicubic(lr, scale),
-            "nearest": imaging.upscale_nearest(lr, scale),
+            "bicubic": baselines.bicubic(lr, scale),
+            "nearest": baselines.nearest(lr, scale),
         }
         row = {"key": key, "hr_height": hr.shape[0], "hr_width": hr.shape[1]}
         for method, image in outputs.items():
             for name, value in metrics.image_metrics(hr, image, border=scale).items():
                 row[f"{method}_{name}"] = value
         if len(rows) < max_grids:
-            grid = report.super_resolution_grid(
+            grid = pictures.super_resolution_grid(
                 nearest=outputs["nearest"],
                 bicubic=outputs["bicubic"],
                 sr=outputs["model"],

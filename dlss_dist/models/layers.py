@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from dlss_dist import imaging
+
 NORMALIZATIONS = ("batch", "sync_batch", "none")
 ACTIVATIONS = ("relu", "prelu", "leaky_relu")
 
@@ -47,36 +49,48 @@ class PixelShuffle(keras.layers.Layer):
 
 
 def _keys_cubic(distance: tf.Tensor, a: float = -0.5) -> tf.Tensor:
-    """Keys' cubic convolution kernel (a = -0.5), the one tf.image.resize uses."""
+    """Keys' cubic convolution kernel (a = -0.5), the one MATLAB's imresize uses."""
     near = ((a + 2.0) * distance - (a + 3.0)) * distance * distance + 1.0
     far = ((a * distance - 5.0 * a) * distance + 8.0 * a) * distance - 4.0 * a
     return tf.where(distance <= 1.0, near, tf.where(distance < 2.0, far, 0.0))
 
 
 def bicubic_upsample_matrix(size: tf.Tensor, scale: int) -> tf.Tensor:
-    """The [size·scale, size] matrix of tf.image.resize's bicubic enlargement along one axis.
+    """The [size·scale, size] matrix of MATLAB `imresize`'s bicubic enlargement on one axis.
 
-    Half-pixel centres; taps outside the image get weight 0 and the rest are renormalised,
-    as in TF's ResizeBicubic kernel.
+    Half-pixel centres, Keys' kernel, and taps outside the image mirrored back in
+    (symmetric padding), as in `dlss_dist.imaging.imresize`: the one bicubic of the package,
+    so the generators' skip and dlss-eval's bicubic baseline are the same function.
     """
     source = (tf.cast(tf.range(size * scale), tf.float32) + 0.5) / scale - 0.5
     base = tf.floor(source)
     taps = tf.constant([-1.0, 0.0, 1.0, 2.0])
     weights = _keys_cubic(tf.abs(source[:, None] - base[:, None] - taps[None, :]))
-    index = tf.cast(base[:, None] + taps[None, :], tf.int32)
-    weights = tf.where((index >= 0) & (index < size), weights, 0.0)
     weights /= tf.reduce_sum(weights, axis=1, keepdims=True)
-    one_hot = tf.one_hot(tf.clip_by_value(index, 0, size - 1), size)  # [out, 4, size]
+    # MATLAB's mirror: indices 0..n-1, then n-1..0, repeated.
+    index = tf.math.floormod(tf.cast(base[:, None] + taps[None, :], tf.int32), 2 * size)
+    index = tf.where(index < size, index, 2 * size - 1 - index)
+    one_hot = tf.one_hot(index, size)  # [out, 4, size]
     return tf.reduce_sum(one_hot * weights[..., None], axis=1)
+
+
+def bicubic_upsample(images: tf.Tensor, scale: int) -> tf.Tensor:
+    """Enlarges float32 NHWC images `scale`× with `bicubic_upsample_matrix` on both axes."""
+    images = tf.cast(images, tf.float32)
+    rows = bicubic_upsample_matrix(tf.shape(images)[1], scale)
+    columns = bicubic_upsample_matrix(tf.shape(images)[2], scale)
+    resized = tf.einsum("oh,nhwc->nowc", rows, images)
+    return tf.einsum("pw,nowc->nopc", columns, resized)
 
 
 @keras.saving.register_keras_serializable(package="dlss_dist")
 class BicubicUpsample(keras.layers.Layer):
-    """Enlarges images `scale`× exactly like `tf.image.resize(method="bicubic")`.
+    """Enlarges images `scale`× with MATLAB's bicubic (`bicubic_upsample`).
 
     Written as two matrix products instead of the ResizeBicubic op because XLA has no
-    ResizeBicubic kernel on CPU, and `train_loop.jit_compile` must work with the default
-    generator. Computed in float32 whatever the precision policy. Only used to enlarge
+    ResizeBicubic kernel on CPU (and `train_loop.jit_compile` must work with the default
+    generator), and because TF's op treats borders differently from MATLAB. Computed in
+    float32 whatever the precision policy. Only used to enlarge
     (the generators' global skip); LR images are never made with this layer (see
     `dlss_dist.imaging.degrade_bicubic`).
     """
@@ -86,12 +100,7 @@ class BicubicUpsample(keras.layers.Layer):
         self.scale = check_positive_int("scale", scale, minimum=2)
 
     def call(self, inputs):
-        images = tf.cast(inputs, tf.float32)
-        rows = bicubic_upsample_matrix(tf.shape(images)[1], self.scale)
-        columns = bicubic_upsample_matrix(tf.shape(images)[2], self.scale)
-        resized = tf.einsum("oh,nhwc->nowc", rows, images)
-        resized = tf.einsum("pw,nowc->nopc", columns, resized)
-        return tf.cast(resized, self.compute_dtype)
+        return tf.cast(bicubic_upsample(inputs, self.scale), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         n, h, w, c = input_shape
@@ -134,14 +143,9 @@ def check_choice(name: str, value, choices: Sequence[str]) -> str:
 
 
 def check_scale(name: str, value) -> int:
-    """Returns the scale if it is a power of 2 ≥ 2 (one ×2 upsampling stage per factor of 2)."""
-    check_positive_int(name, value, minimum=2)
-    if value & (value - 1):
-        raise ValueError(
-            f"`{name}` must be a power of 2 (2, 4, 8, ...): the generator upsamples in ×2 "
-            f"stages; got {value}."
-        )
-    return value
+    """Returns the scale if it is a power of 2 ≥ 2 (one ×2 upsampling stage per factor of 2);
+    `imaging.check_scale` is the rule, with the gin binding's name in the message."""
+    return imaging.check_scale(value, name=f"`{name}`")
 
 
 def check_kernel(name: str, value) -> tuple[int, int]:

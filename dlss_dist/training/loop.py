@@ -1,180 +1,132 @@
-"""The outer training loop: iteration, checkpoints, resume, summaries, samples, export.
+"""`train_loop`, the one gin-configurable training entry: it checks settings and composes.
 
-The per-replica math lives in trainer.py; this module decides when things happen. Every
-process of a multi-worker run executes the same sequence of collective calls (train chunks,
-checkpoint saves, the preemption vote), while only the chief writes summaries, samples, the
-operative config and exports.
+What it composes, each in its own module:
+- `trainer.Trainer`: the per-replica GAN math and the inner loop, `train(iterator, n)`;
+- `controller.Controller`: the outer loop, chunks ending where an action is next due;
+- `actions`: checkpoints, summaries, samples, validation + best export, the stop signals
+  and preemption vote, and the process-global state (seeds, precision, determinism);
+- `model_dir`: every name inside the model directory, checkpoints and exports;
+- `dlss_dist.run_lock`: one live training run per model directory (taken by the chief).
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
-import os
-import signal
+import contextlib
 import sys
-import threading
-import time
 
 import gin
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from dlss_dist import distribute, imaging, models
-from dlss_dist.data import pipeline
-from dlss_dist.evaluation import metrics as metrics_lib
-from dlss_dist.evaluation import report
+from dlss_dist import distribute, export, models, run_lock
+from dlss_dist.data import pipeline, schema
+from dlss_dist.training import actions as actions_lib
+from dlss_dist.training import controller as controller_lib
+from dlss_dist.training import model_dir as model_dir_lib
 from dlss_dist.training import trainer as trainer_lib
 
-OPERATIVE_CONFIG = "operative_config.gin"
-CHECKPOINT_DIR = "checkpoints"
-SUMMARY_DIR = "summaries"
-SAMPLE_DIR = "samples"
-EXPORT_DIR = "export"
-PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: a restartPolicy=OnFailure pod is restarted.
+# Re-exported for callers that catch them around train_loop (the CLI, the demo).
+NonFiniteLossError = controller_lib.NonFiniteLossError
+Preempted = controller_lib.Preempted
+RunLockLostError = controller_lib.RunLockLostError
+ArchitectureMismatchError = model_dir_lib.ArchitectureMismatchError
+LockHeldError = run_lock.LockHeldError
+
+TOOL = "dlss-train"
 
 
-class NonFiniteLossError(RuntimeError):
-    """Training produced NaN or Inf; the last saved checkpoint is still good."""
+def _check_int(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"train_loop.{name} must be an integer, got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"train_loop.{name} must be >= {minimum}, got {value}.")
 
 
-class Preempted(Exception):  # noqa: N818 - a signal, not an error
-    """SIGTERM arrived; a checkpoint was written at `step` before stopping."""
+def check_settings(settings: dict, *, num_replicas: int) -> None:
+    """Raises ValueError naming the gin binding of the first bad `train_loop` setting.
 
-    def __init__(self, step: int):
-        super().__init__(f"Stopped by SIGTERM after saving a checkpoint at step {step}.")
-        self.step = step
-
-
-class _SigtermFlag:
-    """Records SIGTERM instead of dying, so the loop can checkpoint first."""
-
-    def __init__(self):
-        self.received = False
-        self._previous = None
-
-    def __enter__(self):
-        # Python only lets the main thread install signal handlers (tests may use others).
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        del signum, frame
-        logging.warning("SIGTERM received: saving a checkpoint after the current steps.")
-        self.received = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
-def _inference_copy(model: keras.Model) -> keras.Model:
-    """A float32 generator outside any strategy with `model`'s current weights.
-
-    Exports and validation use it, so SavedModels hold plain variables whatever strategy
-    or precision policy trained them.
+    Runs before anything is built or written, so a bad setting costs nothing.
     """
-    policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
-        copy = models.build_generator()
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
-    copy.set_weights([np.asarray(w, np.float32) for w in model.get_weights()])
-    return copy
-
-
-def upscale_numpy(generator: keras.Model, lr: np.ndarray) -> np.ndarray:
-    """Runs a generator on one uint8 HxWx3 image and returns uint8."""
-    sr = generator(pipeline.to_float(tf.constant(lr[None])), training=False)
-    return pipeline.to_uint8(tf.cast(sr, tf.float32))[0].numpy()
-
-
-def sample_grid(generator: keras.Model, examples, scale: int) -> np.ndarray:
-    """One labelled row per example: LR (nearest) | bicubic | SR | HR, like the seeds' samples."""
-    rows = [
-        report.super_resolution_grid(
-            nearest=imaging.upscale_nearest(lr, scale),
-            bicubic=imaging.upscale_bicubic(lr, scale),
-            sr=upscale_numpy(generator, lr),
-            hr=hr,
+    minimums = {
+        "total_steps": 1,
+        "global_batch_size": 1,
+        "steps_per_loop": 1,
+        "warmup_steps": 0,
+        "checkpoint_every_steps": 1,
+        "keep_checkpoints": 1,
+        "summary_every_steps": 1,
+        "sample_every_steps": 0,
+        "num_samples": 0,
+        "export_every_steps": 0,
+        "keep_exports": 1,
+        "validation_examples": 1,
+        "seed": 0,
+        "max_input_pixels": 1,
+    }
+    for name, minimum in minimums.items():
+        _check_int(name, settings[name], minimum)
+    ema_decay = settings["ema_decay"]
+    if ema_decay is not None and (
+        isinstance(ema_decay, bool)
+        or not isinstance(ema_decay, int | float)
+        or not 0.0 < ema_decay < 1.0
+    ):
+        raise ValueError(
+            f"train_loop.ema_decay must be a number in (0, 1), or None for no EMA generator; "
+            f"got {ema_decay!r}."
         )
-        for lr, hr in examples
-    ]
-    width = max(row.shape[1] for row in rows)
-    rows = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows]
-    return np.concatenate(rows, axis=0)
+    if settings["global_batch_size"] % num_replicas:
+        raise ValueError(
+            f"train_loop.global_batch_size (GLOBAL_BATCH_SIZE) = {settings['global_batch_size']} "
+            f"is not divisible by the {num_replicas} replicas in sync."
+        )
+    if not isinstance(settings["validation_split"], str):
+        raise ValueError(
+            f"train_loop.validation_split must be a split name, got "
+            f"{settings['validation_split']!r}."
+        )
 
 
-def validation_psnr(generator: keras.Model, examples, scale: int) -> float:
-    """Mean RGB PSNR (dB, border crop = scale) of the generator's uint8 output."""
-    values = [
-        metrics_lib.psnr(hr, upscale_numpy(generator, lr), border=scale) for lr, hr in examples
-    ]
-    return float(np.mean(values)) if values else float("nan")
+def check_model_dir(model_dir: str, *, total_steps: int) -> None:
+    """Refuses a model directory this run cannot continue, before anything is written.
 
-
-def weights_fingerprint(model: keras.Model) -> str:
-    """A short hash of a model's weights, for comparing workers' copies in logs."""
-    digest = hashlib.sha256()
-    for weight in model.get_weights():
-        digest.update(np.ascontiguousarray(weight).tobytes())
-    return digest.hexdigest()[:16]
-
-
-def _interval_end(step: int, every: int) -> int:
-    """The next multiple of `every` after `step` (infinity when `every` is 0)."""
-    return (step // every + 1) * every if every else sys.maxsize
-
-
-def _make_train_fn(
-    strategy, replica_step, *, jit_compile: bool, step_counter: tf.Variable, time_input: bool
-):
-    """Compiles `num_steps` replica steps per call, with optional in-graph data-wait timing.
-
-    `time_input` must be False under op determinism, which forbids tf.timestamp.
+    Raises:
+      ValueError: `model_dir` is a file, or its newest checkpoint is past `total_steps`.
     """
-    step_fn = tf.function(replica_step, jit_compile=True) if jit_compile else replica_step
-
-    @tf.function
-    def train_steps(iterator, num_steps):
-        totals = {name: tf.constant(0.0) for name in trainer_lib.METRICS}
-        data_wait = tf.constant(0.0, tf.float64)
-        for _ in tf.range(num_steps):
-            if time_input:
-                start = tf.timestamp()
-                with tf.control_dependencies([start]):
-                    lr, hr = next(iterator)
-                with tf.control_dependencies(strategy.experimental_local_results(hr)):
-                    data_wait += tf.timestamp() - start
-            else:
-                lr, hr = next(iterator)
-            per_replica = strategy.run(step_fn, args=(lr, hr))
-            # Reassign (not mutate) so AutoGraph carries the dict through the loop.
-            totals = {
-                name: total
-                + strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[name], axis=None)
-                for name, total in totals.items()
-            }
-        step_counter.assign_add(tf.cast(num_steps, tf.int64))
-        steps = tf.cast(num_steps, tf.float32)
-        return {name: value / steps for name, value in totals.items()}, data_wait
-
-    return train_steps
+    if tf.io.gfile.exists(model_dir) and not tf.io.gfile.isdir(model_dir):
+        raise ValueError(f"--model_dir={model_dir} is a file, not a folder.")
+    latest = model_dir_lib.ModelDir(model_dir).latest_checkpoint()
+    step = model_dir_lib.checkpoint_step(latest) if latest else None
+    if step is not None and step > total_steps:
+        raise ValueError(
+            f"train_loop.total_steps = {total_steps} is below the newest checkpoint's step "
+            f"{step} ({latest}). Raise train_loop.total_steps to continue training, export "
+            "that checkpoint with dlss-export, or use another --model_dir."
+        )
 
 
-def _build_training_state(
+def max_input_pixels_of_run() -> int:
+    """`train_loop.max_input_pixels` as the current gin config binds it (e.g. a model
+    directory's operative config), else the export default."""
+    try:
+        return int(gin.query_parameter("train_loop.max_input_pixels"))
+    except ValueError:
+        return export.DEFAULT_MAX_INPUT_PIXELS
+
+
+def _build_trainer(
     strategy: tf.distribute.Strategy,
     *,
     global_batch_size: int,
     ema_decay: float | None,
     mixed_precision: bool,
-) -> tuple[trainer_lib.Trainer, tf.Variable, tf.train.Checkpoint]:
+    warmup_steps: int,
+    jit_compile: bool,
+    time_input: bool,
+) -> tuple[trainer_lib.Trainer, tf.train.Checkpoint]:
     """Creates everything stateful inside the strategy's scope: the networks (and the EMA
-    copy), built optimizers, the step counter, and the checkpoint that tracks them."""
+    copy), built optimizers, the trainer with its step counter, and the checkpoint."""
     with strategy.scope():
         generator = models.build_generator()
         discriminator = models.build_discriminator()
@@ -190,13 +142,6 @@ def _build_training_state(
             discriminator_optimizer = trainer_lib.build_optimizer(
                 discriminator, trainer_lib.make_optimizer(), mixed_precision=mixed_precision
             )
-        step = tf.Variable(
-            0,
-            dtype=tf.int64,
-            trainable=False,
-            name="global_step",
-            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-        )
         trainer = trainer_lib.Trainer(
             generator=generator,
             discriminator=discriminator,
@@ -206,56 +151,19 @@ def _build_training_state(
             ema_generator=ema_generator,
             ema_decay=ema_decay,
             mixed_precision=mixed_precision,
+            warmup_steps=warmup_steps,
+            jit_compile=jit_compile,
+            time_input=time_input,
         )
-        tracked = dict(
-            step=step,
+        checkpoint = model_dir_lib.make_checkpoint(
+            step=trainer.global_step,
             generator=generator,
+            ema_generator=ema_generator,
             discriminator=discriminator,
             generator_optimizer=generator_optimizer,
             discriminator_optimizer=discriminator_optimizer,
         )
-        if ema_generator is not None:
-            tracked["ema_generator"] = ema_generator
-        checkpoint = tf.train.Checkpoint(**tracked)
-    return trainer, step, checkpoint
-
-
-class _Checkpoints:
-    """Restores the newest checkpoint of `model_dir` and saves new ones at the current step.
-
-    Non-chief workers must take part in every save (it may involve collectives), but write
-    to a private directory that is removed right afterwards.
-    """
-
-    def __init__(self, checkpoint, step, *, model_dir: str, chief: bool, worker: int, keep: int):
-        self._checkpoint = checkpoint
-        self._step = step
-        self._chief = chief
-        self._directory = os.path.join(model_dir, CHECKPOINT_DIR)
-        self._save_dir = (
-            self._directory if chief else os.path.join(model_dir, "tmp", f"worker-{worker}")
-        )
-        self._manager = tf.train.CheckpointManager(
-            checkpoint, self._save_dir, max_to_keep=keep, step_counter=step
-        )
-
-    def latest(self) -> str | None:
-        return tf.train.latest_checkpoint(self._directory)
-
-    def restore_latest(self) -> str | None:
-        """Restores the newest checkpoint, if any; returns its path."""
-        latest = self.latest()
-        if latest:
-            self._checkpoint.restore(latest).assert_existing_objects_matched()
-            logging.info("Resumed from %s at step %d.", latest, int(self._step.numpy()))
-        return latest
-
-    def save(self) -> None:
-        path = self._manager.save(checkpoint_number=int(self._step.numpy()))
-        if self._chief:
-            logging.info("Saved checkpoint %s.", path)
-        else:
-            tf.io.gfile.rmtree(self._save_dir)
+    return trainer, checkpoint
 
 
 @gin.configurable(denylist=["strategy", "model_dir", "data_dir"])
@@ -266,7 +174,6 @@ def train_loop(
     data_dir: str,
     total_steps: int = gin.REQUIRED,
     global_batch_size: int = gin.REQUIRED,
-    scale: int = gin.REQUIRED,
     steps_per_loop: int = 10,
     warmup_steps: int = 0,
     checkpoint_every_steps: int = 1000,
@@ -283,25 +190,25 @@ def train_loop(
     jit_compile: bool = False,
     seed: int = 0,
     deterministic: bool = False,
-    max_input_pixels: int = 4_000_000,
+    max_input_pixels: int = export.DEFAULT_MAX_INPUT_PIXELS,
 ) -> dict[str, float]:
     """Trains the GAN in `model_dir` from `data_dir`, resuming from its newest checkpoint.
 
     Args:
       strategy: from `distribute.create_strategy()`.
-      model_dir: where checkpoints, summaries, samples and exports go (local or gs://).
+      model_dir: where checkpoints, summaries, samples and exports go (local or gs://);
+        layout in `model_dir.py`.
       data_dir: a dataset written by `dlss-preprocess`.
       total_steps: train until the global step reaches this.
       global_batch_size: examples per step over all replicas (seed 1's `batch`).
-      scale: super-resolution factor.
       steps_per_loop: steps per compiled call (fewer Python round trips).
       warmup_steps: pixel-loss-only steps before the adversarial phase.
-      checkpoint_every_steps: checkpoint interval (also saved at the end and on SIGTERM).
+      checkpoint_every_steps: checkpoint interval (also saved at the end and on a signal).
       keep_checkpoints: how many checkpoints to keep.
       summary_every_steps: TensorBoard scalars and log-line interval.
-      sample_every_steps: PNG sample grid interval (seed 1's `interval`); 0 disables.
-      num_samples: rows in a sample grid.
-      export_every_steps: SavedModel export interval (0: only at the end).
+      sample_every_steps: PNG sample grid interval (seed 1's `interval`); 0: only at the end.
+      num_samples: rows in a sample grid (0: no sample grids).
+      export_every_steps: validation + best-export interval (0: only at the end).
       keep_exports: the best exports by validation PSNR kept.
       validation_split: split for samples and validation PSNR (falls back to train).
       validation_examples: whole images used for validation PSNR.
@@ -313,192 +220,142 @@ def train_loop(
       deterministic: enable TF op determinism (bit-exact resume; slower).
       max_input_pixels: the exported model's input size limit.
 
+    The scale is the generator's own (`export.infer_scale`), checked against the dataset's.
+
     Returns:
-      The last chunk's metrics (global means).
+      The last chunk's metrics (global means); empty when the model directory was already
+      trained to `total_steps`.
 
     Raises:
+      ValueError: a bad setting (naming its binding), a model directory this run cannot
+        continue, or a dataset that does not fit the config.
+      ArchitectureMismatchError: the model directory holds another architecture.
+      LockHeldError: another live run trains in this model directory.
       NonFiniteLossError: a loss became NaN or Inf.
-      Preempted: SIGTERM was received (after a checkpoint was saved).
+      Preempted: SIGTERM or SIGINT was received (after a checkpoint was saved).
+      RunLockLostError: another run took over the model directory.
     """
-    for name, value in (
-        ("total_steps", total_steps),
-        ("steps_per_loop", steps_per_loop),
-        ("checkpoint_every_steps", checkpoint_every_steps),
-        ("summary_every_steps", summary_every_steps),
-    ):
-        if value < 1:
-            raise ValueError(f"train_loop.{name} must be >= 1, got {value}.")
-    if global_batch_size % strategy.num_replicas_in_sync:
-        raise ValueError(
-            f"GLOBAL_BATCH_SIZE={global_batch_size} is not divisible by the "
-            f"{strategy.num_replicas_in_sync} replicas in sync."
-        )
-    imaging.check_scale(scale)
+    check_settings(dict(locals()), num_replicas=strategy.num_replicas_in_sync)
+    check_model_dir(model_dir, total_steps=total_steps)
+    manifest = schema.read_manifest(data_dir)
     chief = distribute.is_chief(strategy)
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(seed)
-    if mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    paths = model_dir_lib.ModelDir(model_dir)
 
-    trainer, step, checkpoint = _build_training_state(
-        strategy,
-        global_batch_size=global_batch_size,
-        ema_decay=ema_decay,
-        mixed_precision=mixed_precision,
-    )
-    checkpoints = _Checkpoints(
-        checkpoint,
-        step,
-        model_dir=model_dir,
-        chief=chief,
-        worker=distribute.worker_id(strategy),
-        keep=keep_checkpoints,
-    )
-    resumed = checkpoints.restore_latest()
-    start_step = int(step.numpy())
-    input_fn = pipeline.make_input_fn(data_dir, start_step=start_step)
-    iterator = iter(strategy.distribute_datasets_from_function(input_fn))
-    train_functions = {
-        phase: _make_train_fn(
+    with contextlib.ExitStack() as stack:
+        # Only the chief writes the directory's shared files, so only it holds the lock.
+        lock = stack.enter_context(run_lock.RunLock(model_dir, TOOL)) if chief else None
+        stack.enter_context(
+            actions_lib.process_state(
+                seed=seed, deterministic=deterministic, mixed_precision=mixed_precision
+            )
+        )
+        trainer, checkpoint = _build_trainer(
             strategy,
-            fn,
+            global_batch_size=global_batch_size,
+            ema_decay=ema_decay,
+            mixed_precision=mixed_precision,
+            warmup_steps=warmup_steps,
             jit_compile=jit_compile,
-            step_counter=step,
             time_input=not deterministic,
         )
-        for phase, fn in (("pixel", trainer.pixel_step), ("gan", trainer.gan_step))
-    }
+        scale = export.infer_scale(trainer.generator)
+        pipeline.check_compatible(manifest, scale=scale, degradation=None)
+        store = model_dir_lib.CheckpointStore(
+            checkpoint,
+            trainer.global_step,
+            model_dir=model_dir,
+            chief=chief,
+            worker=distribute.worker_id(strategy),
+            keep=keep_checkpoints,
+        )
+        resumed = store.restore_latest()
+        start_step = int(trainer.global_step.numpy())
+        input_fn = pipeline.make_input_fn(data_dir, start_step=start_step)
+        iterator = iter(strategy.distribute_datasets_from_function(input_fn))
 
-    samples = pipeline.load_examples(data_dir, validation_split, validation_examples)
-    if not samples:
-        logging.warning("No %r split: samples and validation use train.", validation_split)
-        samples = pipeline.load_examples(data_dir, "train", validation_examples)
-    writer = (
-        tf.summary.create_file_writer(os.path.join(model_dir, SUMMARY_DIR))
-        if chief
-        else tf.summary.create_noop_writer()
-    )
-    exporter = None
-    if chief:
-        tf.io.gfile.makedirs(model_dir)
-        with tf.io.gfile.GFile(os.path.join(model_dir, OPERATIVE_CONFIG), "w") as f:
-            f.write(gin.operative_config_str())
-        from dlss_dist.export import BestExporter
+        examples = pipeline.load_examples(data_dir, validation_split, validation_examples)
+        if not examples:
+            logging.warning("No %r split: samples and validation use train.", validation_split)
+            examples = pipeline.load_examples(data_dir, "train", validation_examples)
+        writer = (
+            tf.summary.create_file_writer(paths.summaries)
+            if chief
+            else tf.summary.create_noop_writer()
+        )
+        exporter = None
+        if chief:
+            paths.write_operative_config(gin.operative_config_str())
+            exporter = model_dir_lib.BestExporter(
+                export_root=paths.export_root,
+                scale=scale,
+                keep=keep_exports,
+                max_input_pixels=max_input_pixels,
+            )
 
-        exporter = BestExporter(
-            export_root=os.path.join(model_dir, EXPORT_DIR),
+        save = actions_lib.SaveCheckpoint(
+            store, checkpoint_every_steps, saved_at=start_step if resumed else None
+        )
+        progress = (
+            keras.utils.Progbar(total_steps, stateful_metrics=trainer_lib.METRICS)
+            if chief and sys.stderr.isatty()
+            else None
+        )
+        summaries = actions_lib.WriteSummaries(
+            writer,
+            summary_every_steps,
+            total_steps=total_steps,
+            log=chief and progress is None,
+        )
+        samples = actions_lib.WriteSamples(
+            sample_every_steps,
+            trainer=trainer,
+            examples=examples[:num_samples],
             scale=scale,
-            keep=keep_exports,
-            max_input_pixels=max_input_pixels,
+            paths=paths,
+            writer=writer,
+            chief=chief,
         )
-
-    def export_and_sample(current_step: int, *, sample: bool, export: bool) -> None:
-        inference = _inference_copy(trainer.ema_generator or trainer.generator)
-        if sample and samples:
-            grid = sample_grid(inference, samples[:num_samples], scale)
-            path = os.path.join(model_dir, SAMPLE_DIR, f"step_{current_step:07d}.png")
-            tf.io.gfile.makedirs(os.path.dirname(path))
-            with tf.io.gfile.GFile(path, "wb") as f:
-                f.write(imaging.encode_png(grid))
-            with writer.as_default(step=current_step):
-                tf.summary.image("lr_nearest|bicubic|sr|hr", grid[None], max_outputs=1)
-        if export:
-            psnr = validation_psnr(inference, samples, scale)
-            with writer.as_default(step=current_step):
-                tf.summary.scalar("validation/psnr", psnr)
-            exported = exporter.maybe_export(inference, step=current_step, psnr=psnr)
-            logging.info(
-                "Step %d: validation PSNR %.3f dB%s.",
-                current_step,
-                psnr,
-                f", exported {exported}" if exported else "",
-            )
-
-    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-
-    @tf.function
-    def any_worker(flag):
-        # One tiny all-reduce per chunk, so every worker stops at the same step even
-        # when SIGTERM reached only some of them.
-        return strategy.reduce(
-            tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(flag)), axis=None
+        validate = actions_lib.ValidateAndExport(
+            export_every_steps,
+            trainer=trainer,
+            examples=examples,
+            scale=scale,
+            exporter=exporter,
+            writer=writer,
+            chief=chief,
         )
-
-    progress = (
-        keras.utils.Progbar(total_steps, stateful_metrics=trainer_lib.METRICS)
-        if chief and sys.stderr.isatty()
-        else None
-    )
-    metrics: dict[str, float] = {}
-    current = start_step
-    last_saved = start_step if resumed else -1
-    with _SigtermFlag() as sigterm:
-        while current < total_steps:
-            chunk_end = min(
-                current + steps_per_loop,
-                total_steps,
-                _interval_end(current, checkpoint_every_steps),
-                _interval_end(current, summary_every_steps),
-                _interval_end(current, sample_every_steps),
-                _interval_end(current, export_every_steps),
-                warmup_steps if current < warmup_steps else sys.maxsize,
-            )
-            phase = "pixel" if current < warmup_steps else "gan"
-            started = time.perf_counter()
-            values, data_wait = train_functions[phase](iterator, tf.constant(chunk_end - current))
-            metrics = {name: float(value) for name, value in values.items()}
-            elapsed = time.perf_counter() - started
-            done = chunk_end - current
-            current = chunk_end
-            if not all(math.isfinite(value) for value in metrics.values()):
-                bad = {name: value for name, value in metrics.items() if not math.isfinite(value)}
-                raise NonFiniteLossError(
-                    f"Non-finite loss {bad} in steps {current - done + 1}..{current}; "
-                    f"training stopped. The last good checkpoint is {checkpoints.latest()}."
+        signals = stack.enter_context(actions_lib.StopSignals())
+        controller = controller_lib.Controller(
+            trainer=trainer,
+            iterator=iterator,
+            total_steps=total_steps,
+            steps_per_loop=steps_per_loop,
+            actions=[summaries, save, samples, validate],
+            checkpoint=save,
+            vote=actions_lib.PreemptionVote(strategy, signals, lock),
+            global_batch_size=global_batch_size,
+            progress=progress,
+            last_good_checkpoint=store.latest,
+        )
+        try:
+            if start_step < total_steps:
+                # Signal handlers are in place from here (tests wait for this line).
+                logging.info("Training from step %d to %d.", start_step, total_steps)
+                metrics = controller.run()
+            else:
+                logging.info(
+                    "%s is already trained to train_loop.total_steps = %d.", model_dir, total_steps
                 )
-            metrics["images_per_second"] = done * global_batch_size / elapsed
-            if not deterministic:
-                metrics["data_wait_fraction"] = float(data_wait) / elapsed
-            if progress is not None:
-                progress.update(
-                    current, [(k, v) for k, v in metrics.items() if k in trainer_lib.METRICS]
-                )
-            if current % summary_every_steps == 0 or current == total_steps:
-                with writer.as_default(step=current):
-                    for name, value in metrics.items():
-                        tf.summary.scalar(name, value)
-                if progress is None and chief:
-                    logging.info(
-                        "step %d/%d %s",
-                        current,
-                        total_steps,
-                        " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())),
-                    )
-            if current % checkpoint_every_steps == 0:
-                checkpoints.save()
-                last_saved = current
-            if chief:
-                # The last step always samples and exports, once, after the loop.
-                periodic = current < total_steps
-                sample = periodic and sample_every_steps and current % sample_every_steps == 0
-                export = periodic and export_every_steps and current % export_every_steps == 0
-                if sample or export:
-                    export_and_sample(current, sample=bool(sample), export=bool(export))
-            stop = sigterm.received
-            if multi_worker:
-                stop = bool(any_worker(tf.constant(float(stop))) > 0)
-            if stop and current < total_steps:
-                if last_saved != current:
-                    checkpoints.save()
-                writer.flush()
-                raise Preempted(current)
-    if last_saved != current:
-        checkpoints.save()
-    # Every worker logs this; equal values prove the replicas stayed in sync.
-    logging.info("Final generator weights fingerprint: %s", weights_fingerprint(trainer.generator))
-    # Also on a restart after the final checkpoint, if the pod died during the export.
-    if chief and (start_step < total_steps or not exporter.exports):
-        export_and_sample(current, sample=True, export=True)
-    writer.flush()
+                metrics = {}
+                # A pod that died during the final export resumes here: export once more.
+                if chief and not exporter.exports:
+                    samples(start_step)
+                    validate(start_step)
+        finally:
+            writer.flush()
+        # Every worker logs this; equal values prove the replicas stayed in sync.
+        logging.info(
+            "Final generator weights fingerprint: %s",
+            actions_lib.weights_fingerprint(trainer.generator),
+        )
     return metrics

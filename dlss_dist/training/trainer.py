@@ -1,9 +1,11 @@
-"""Per-replica GAN step: the math that runs inside `strategy.run`.
+"""The inner loop: per-replica GAN steps and `Trainer.train(iterator, num_steps)`.
 
-The outer loop (loop.py) owns iteration, checkpoints, summaries and stopping; this module
-owns one step on one replica's batch. Losses are per example and scaled once with
-`tf.nn.compute_average_loss` to the global batch, so summing the replicas' values
-(`strategy.reduce(SUM)`) gives the global mean whatever the replica count.
+The controller (controller.py) owns the outer loop: when to train how many steps, and the
+periodic actions between chunks. This module owns what happens inside a chunk: one step on
+one replica's batch, compiled `num_steps` at a time over the distributed iterator. Losses are
+per example and scaled once with `tf.nn.compute_average_loss` to the global batch, so
+summing the replicas' values (`strategy.reduce(SUM)`) gives the global mean whatever the
+replica count.
 """
 
 from __future__ import annotations
@@ -88,10 +90,17 @@ def make_optimizer(
         "ema_generator",
         "ema_decay",
         "mixed_precision",
+        "warmup_steps",
+        "jit_compile",
+        "time_input",
     ]
 )
 class Trainer:
-    """One GAN training step per replica: discriminator update, then generator update."""
+    """GAN training: pixel-loss warm-up steps, then adversarial steps (D updated before G).
+
+    `train(iterator, num_steps)` runs `num_steps` steps over a distributed iterator and
+    advances `global_step`; `pixel_step` and `gan_step` are the per-replica bodies.
+    """
 
     def __init__(
         self,
@@ -104,6 +113,9 @@ class Trainer:
         ema_generator: keras.Model | None = None,
         ema_decay: float | None = None,
         mixed_precision: bool = False,
+        warmup_steps: int = 0,
+        jit_compile: bool = False,
+        time_input: bool = True,
         pixel_loss: str = "mse",
         adversarial_loss: str = "bce",
         pixel_weight: float = 1.0,
@@ -122,6 +134,10 @@ class Trainer:
           ema_generator: a copy of `generator` that tracks its exponential moving average.
           ema_decay: the EMA decay per step (None exactly when there is no EMA generator).
           mixed_precision: optimizers are LossScaleOptimizers; scale losses.
+          warmup_steps: the first this many global steps are `pixel_step`s.
+          jit_compile: compile the replica step with XLA.
+          time_input: measure in-graph how long each chunk waited for data (must be False
+            under op determinism, which forbids tf.timestamp).
           pixel_loss: 'mse' (seed), 'l1' or 'charbonnier'.
           adversarial_loss: 'bce' (seed), 'ragan' or 'hinge'.
           pixel_weight: weight of the pixel loss in the generator loss.
@@ -142,6 +158,22 @@ class Trainer:
             raise ValueError("Give ema_generator and ema_decay together, or neither.")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1), got {ema_decay}.")
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}.")
+        self.strategy = tf.distribute.get_strategy()
+        self.global_step = tf.Variable(
+            0,
+            dtype=tf.int64,
+            trainable=False,
+            name="global_step",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
+        self.warmup_steps = warmup_steps
+        self._time_input = time_input
+        self._train_functions = {
+            "pixel": self._compile(self.pixel_step, jit_compile, time_input),
+            "gan": self._compile(self.gan_step, jit_compile, time_input),
+        }
         self.generator = generator
         self.discriminator = discriminator
         self.generator_optimizer = generator_optimizer
@@ -156,6 +188,64 @@ class Trainer:
         self._adversarial_weight = adversarial_weight
         self._perceptual_loss = perceptual_loss
         self._perceptual_weight = perceptual_weight
+
+    def train(self, iterator, num_steps: int) -> dict[str, float]:
+        """Runs `num_steps` global steps from a distributed iterator; advances `global_step`.
+
+        Steps before `warmup_steps` are pixel steps, later ones GAN steps (a call that
+        crosses the boundary runs both kinds in order).
+
+        Returns:
+          The global means over the steps of every name in METRICS, plus
+          "data_wait_seconds" (time spent waiting for input) when input timing is on.
+        """
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        step = int(self.global_step.numpy())
+        pixel_steps = min(num_steps, max(0, self.warmup_steps - step))
+        totals = dict.fromkeys(METRICS, 0.0)
+        data_wait = 0.0
+        for phase, count in (("pixel", pixel_steps), ("gan", num_steps - pixel_steps)):
+            if count:
+                means, wait = self._train_functions[phase](iterator, tf.constant(count))
+                for name, value in means.items():
+                    totals[name] += float(value) * count
+                data_wait += float(wait)
+        metrics = {name: total / num_steps for name, total in totals.items()}
+        if self._time_input:
+            metrics["data_wait_seconds"] = data_wait
+        return metrics
+
+    def _compile(self, replica_step, jit_compile: bool, time_input: bool):
+        """`num_steps` replica steps per call, with optional in-graph data-wait timing."""
+        strategy = self.strategy
+        step_fn = tf.function(replica_step, jit_compile=True) if jit_compile else replica_step
+
+        @tf.function
+        def train_steps(iterator, num_steps):
+            totals = {name: tf.constant(0.0) for name in METRICS}
+            data_wait = tf.constant(0.0, tf.float64)
+            for _ in tf.range(num_steps):
+                if time_input:
+                    start = tf.timestamp()
+                    with tf.control_dependencies([start]):
+                        lr, hr = next(iterator)
+                    with tf.control_dependencies(strategy.experimental_local_results(hr)):
+                        data_wait += tf.timestamp() - start
+                else:
+                    lr, hr = next(iterator)
+                per_replica = strategy.run(step_fn, args=(lr, hr))
+                # Reassign (not mutate) so AutoGraph carries the dict through the loop.
+                totals = {
+                    name: total
+                    + strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[name], axis=None)
+                    for name, total in totals.items()
+                }
+            self.global_step.assign_add(tf.cast(num_steps, tf.int64))
+            steps = tf.cast(num_steps, tf.float32)
+            return {name: value / steps for name, value in totals.items()}, data_wait
+
+        return train_steps
 
     def _average(self, per_example: tf.Tensor) -> tf.Tensor:
         return tf.nn.compute_average_loss(

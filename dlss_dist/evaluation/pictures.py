@@ -1,4 +1,8 @@
-"""Pictures for people: labelled comparison grids, GIFs, and cross-faded frames."""
+"""Pictures for people: labelled comparison grids, GIFs, and cross-faded frames.
+
+Used by training (sample grids), evaluation (per-image grids) and upscaling (GIFs and
+cross-fades); it imports nothing of the package, so every import of it points down.
+"""
 
 from __future__ import annotations
 
@@ -77,6 +81,18 @@ def super_resolution_grid(
             ("HR (reference)", hr),
         ]
     )
+
+
+def stack_rows(rows: Sequence[np.ndarray], *, background: int = 0) -> np.ndarray:
+    """Stacks HxWx3 uint8 images vertically, padding narrower ones on the right."""
+    if not rows:
+        raise ValueError("stack_rows needs at least one row")
+    width = max(row.shape[1] for row in rows)
+    padded = [
+        np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)), constant_values=background)
+        for row in rows
+    ]
+    return np.concatenate(padded, axis=0)
 
 
 def crossfade(first: np.ndarray, last: np.ndarray, num_between: int) -> list[np.ndarray]:
