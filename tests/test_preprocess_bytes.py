@@ -28,9 +28,9 @@ def inputs(tmp_path_factory):
 
 
 def _run(flags):
-    from beam_jobs import images_to_tfrecords
+    from beam_jobs.images_to_tfrecords import cli, job
 
-    images_to_tfrecords.run_job(flags)
+    job.run_job(cli.parse_options(flags)[0])
 
 
 @pytest.mark.parametrize("case", sorted(EXPECTED))

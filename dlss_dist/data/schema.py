@@ -25,6 +25,31 @@ SPLITS = ("train", "validation", "test")
 SHARD_SUFFIX = "tfrecord"
 
 
+# ``features().to_json()``, spelled out so the Beam launcher writes features.json without
+# importing TensorFlow (tests/test_schema.py checks that the two agree).
+_IMAGE_JSON = {
+    "image": {
+        "dtype": "uint8",
+        "encodingFormat": "png",
+        "shape": {"dimensions": ["-1", "-1", "3"]},
+    },
+    "pythonClassName": "tensorflow_datasets.core.features.image_feature.Image",
+}
+FEATURES_JSON = {
+    "featuresDict": {
+        "features": {
+            "hr": _IMAGE_JSON,
+            "key": {
+                "pythonClassName": "tensorflow_datasets.core.features.text_feature.Text",
+                "text": {},
+            },
+            "lr": _IMAGE_JSON,
+        }
+    },
+    "pythonClassName": "tensorflow_datasets.core.features.features_dict.FeaturesDict",
+}
+
+
 @functools.lru_cache(maxsize=1)
 def features() -> tfds.features.FeaturesDict:
     """The TFDS feature spec of one example.
