@@ -16,7 +16,9 @@ import dataclasses
 import logging as std_logging
 import os
 import sys
+import tempfile
 import time
+import traceback
 
 from beam_jobs.images_to_tfrecords.errors import NoExamplesError, PreflightError
 
@@ -192,11 +194,16 @@ class Story:
         self._last_line = 0.0
         self._total = 0
         self._pending_newline = False
+        self._last = None
 
-    def say(self, text: str) -> None:
+    def end_line(self) -> None:
         if self._pending_newline:
             self._stream.write("\n")
+            self._stream.flush()
             self._pending_newline = False
+
+    def say(self, text: str) -> None:
+        self.end_line()
         self._stream.write(text + "\n")
         self._stream.flush()
 
@@ -205,6 +212,9 @@ class Story:
         self.say(f"{PROG}: {options.source} source ({folders}) -> {options.output_dir}")
 
     def progress(self, done: int, total: int) -> None:
+        if (done, total) == self._last:
+            return
+        self._last = (done, total)
         now = time.monotonic()
         if total != self._total:
             if not self._total:
@@ -242,6 +252,33 @@ class Story:
         self.say(f"  dataset: {output_dir} (manifest.json, dataset_info.json, shards)")
 
 
+@contextlib.contextmanager
+def _framework_output_to_file(verbosity: int):
+    """Below verbosity 2, sends this process's and the workers' stderr to a log file.
+
+    Beam's multi-process workers are child processes that log gRPC and harness
+    internals straight to the stderr they inherit, before any option of ours reaches
+    them; redirecting the file descriptor is the one switch that covers them. Yields
+    the log path (None when nothing is redirected); the caller deletes it on success.
+    """
+    if verbosity >= 2:
+        yield None
+        return
+    log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in the finally below
+        prefix="dlss-preprocess-", suffix=".log", delete=False
+    )
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(log.fileno(), 2)
+    try:
+        yield log.name
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        log.close()
+
+
 def _verbosity(argv: list[str]) -> int:
     """``--verbosity`` read ahead of the full parse (logging is set up before Beam loads)."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
@@ -262,20 +299,38 @@ def main(argv: list[str]) -> int:
 
     options = dataclasses.replace(options, beam_args=(*extra, *options.beam_args))
     story = Story()
+    log_path = None
     try:
-        manifest = run_job(options, on_start=story.start, on_progress=story.progress)
+        with _framework_output_to_file(verbosity) as log_path:
+            manifest = run_job(options, on_start=story.start, on_progress=story.progress)
     except (PreflightError, NoExamplesError) as e:
+        story.end_line()
         if verbosity >= 1:
-            std_logging.getLogger(PROG).exception("failed")
+            traceback.print_exc()
         print(f"{PROG}: error: {e}", file=sys.stderr)
+        _remove(log_path)
         return 2 if isinstance(e, PreflightError) else 1
-    except OSError as e:  # a full disk, a folder removed under us: the user's to fix
+    except Exception as e:
+        story.end_line()
         if verbosity >= 1:
             raise
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        where = f"; the workers' log is {log_path}" if log_path else ""
+        print(f"{PROG}: error: {type(e).__name__}: {_first_line(e)}{where}", file=sys.stderr)
         return 1
+    _remove(log_path)
     story.finish(manifest, manifest["parameters"]["output_dir"])
     return 0
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[-1] if text else ""
+
+
+def _remove(path: str | None) -> None:
+    if path:
+        with contextlib.suppress(OSError):
+            os.remove(path)
 
 
 def run(argv: list[str] | None = None) -> None:
