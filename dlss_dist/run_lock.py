@@ -1,0 +1,341 @@
+"""One live writer per folder: a lock file with owner, host, pid and a heartbeat.
+
+A tool that writes into a folder (dlss-train into a model directory, dlss-preprocess into a
+dataset folder) holds `RunLock(folder, tool)` for the length of its run. A second writer is
+refused with `LockHeldError`, whose message names the holder. Read-only tools never take the
+lock (they may call `read_lock` to say who is writing).
+
+The lock is one small JSON file, `<folder>/run.lock`, written through `tf.io.gfile`, so it
+works on local disks, shared volumes and object stores (`gs://`) alike:
+
+- **Creation is exclusive where the file system offers it**: local paths (including NFS v3+
+  and most shared volumes) use `O_CREAT | O_EXCL`. Other file systems have no such call in
+  `tf.io.gfile`, so the lock is written beside the target, renamed without overwrite and read
+  back after `settle_seconds`; of two writers racing within that window, the one whose token
+  is read back wins and the other is refused.
+- **A heartbeat** thread rewrites the file's `heartbeat` timestamp every `heartbeat_seconds`.
+  If it finds another token in the file (its lock was taken over), it logs an error and sets
+  `lost`, which the holder checks at safe points.
+- **A stale lock is taken over with a warning**, so a restarted pod resumes by itself: a lock
+  is stale when its heartbeat is older than `stale_after_seconds`, or when it was written on
+  this host by a process that no longer exists (or by this very pid: a container restarted
+  in the same pod gets the same pid and hostname).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import getpass
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+
+import tensorflow as tf
+from absl import logging
+
+LOCK_FILE = "run.lock"
+DEFAULT_HEARTBEAT_SECONDS = 15.0
+DEFAULT_STALE_AFTER_SECONDS = 60.0
+
+# Folders locked by this process: a second RunLock on one of them in the same process is
+# refused too (the pid check below would otherwise call our own lock stale).
+_held_in_this_process: set[str] = set()
+_held_guard = threading.Lock()
+
+
+@dataclasses.dataclass(frozen=True)
+class LockInfo:
+    """What a lock file says about its holder."""
+
+    tool: str
+    owner: str
+    host: str
+    pid: int
+    token: str
+    started: float  # Unix time the lock was taken.
+    heartbeat: float  # Unix time of the holder's last heartbeat.
+
+    def describe(self, now: float | None = None) -> str:
+        age = (time.time() if now is None else now) - self.heartbeat
+        return (
+            f"{self.tool} (user {self.owner} on host {self.host}, pid {self.pid}, "
+            f"last heartbeat {max(age, 0.0):.0f} s ago)"
+        )
+
+
+class LockHeldError(RuntimeError):
+    """Another live run holds the folder's lock; `holder` says who."""
+
+    def __init__(self, folder: str, holder: LockInfo | None, stale_after_seconds: float):
+        self.folder = folder
+        self.holder = holder
+        who = holder.describe() if holder else f"another run ({lock_path(folder)} is unreadable)"
+        super().__init__(
+            f"{folder} is in use by {who}. Stop that run first, or use another "
+            f"folder; if it died, its lock is taken over once its heartbeat is "
+            f"{stale_after_seconds:.0f} s old."
+        )
+
+
+def lock_path(folder: str) -> str:
+    return os.path.join(folder, LOCK_FILE)
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def _local(path: str) -> str:
+    return path[len("file://") :] if path.startswith("file://") else path
+
+
+def _owner() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # A container user with no passwd entry.
+        return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+
+
+def read_lock(folder: str) -> LockInfo | None:
+    """The current holder of `folder`'s lock, or None if nobody (or an unreadable file) holds it.
+
+    A half-written or foreign file reads as None rather than raising: a reader must never be
+    blocked by a lock.
+    """
+    try:
+        with tf.io.gfile.GFile(lock_path(folder), "r") as f:
+            raw = json.loads(f.read())
+        return LockInfo(**{field.name: raw[field.name] for field in dataclasses.fields(LockInfo)})
+    except (tf.errors.NotFoundError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # Exists, owned by someone else.
+        return True
+    return True
+
+
+class RunLock:
+    """Holds `<folder>/run.lock` while a writing tool runs; a context manager.
+
+        with RunLock(model_dir, "dlss-train"):
+            ...  # raises LockHeldError on entry if another live run holds it
+
+    Args:
+      folder: the folder to lock (local path or any `tf.io.gfile` URL); created if missing.
+      tool: the name shown to a refused second run, e.g. "dlss-train".
+      heartbeat_seconds: how often the heartbeat is refreshed (> 0).
+      stale_after_seconds: a heartbeat older than this is a dead run's (> heartbeat_seconds).
+      settle_seconds: on file systems without exclusive create, how long to wait before
+        reading the lock back to confirm it is ours.
+    """
+
+    def __init__(
+        self,
+        folder: str,
+        tool: str,
+        *,
+        heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
+        stale_after_seconds: float = DEFAULT_STALE_AFTER_SECONDS,
+        settle_seconds: float = 1.0,
+    ):
+        if not heartbeat_seconds > 0:
+            raise ValueError(f"heartbeat_seconds must be > 0, got {heartbeat_seconds}")
+        if not stale_after_seconds > heartbeat_seconds:
+            raise ValueError(
+                f"stale_after_seconds ({stale_after_seconds}) must exceed heartbeat_seconds "
+                f"({heartbeat_seconds}), or a live run's lock would look stale"
+            )
+        self.folder = folder
+        self.tool = tool
+        self.heartbeat_seconds = heartbeat_seconds
+        self.stale_after_seconds = stale_after_seconds
+        self.settle_seconds = settle_seconds
+        self.path = lock_path(folder)
+        self.info: LockInfo | None = None
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- public -----------------------------------------------------------------------------
+
+    def acquire(self) -> RunLock:
+        """Takes the lock (a stale one with a warning) or raises LockHeldError."""
+        key = os.path.abspath(self.folder) if _is_local(self.folder) else self.folder
+        with _held_guard:
+            if key in _held_in_this_process:
+                holder = read_lock(self.folder)
+                if holder is not None:
+                    raise LockHeldError(self.folder, holder, self.stale_after_seconds)
+            tf.io.gfile.makedirs(self.folder)
+            now = time.time()
+            mine = LockInfo(
+                tool=self.tool,
+                owner=_owner(),
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                token=uuid.uuid4().hex,
+                started=now,
+                heartbeat=now,
+            )
+            for _ in range(3):  # A takeover can race another one; retry a little.
+                if self._create(mine):
+                    break
+                holder = read_lock(self.folder)
+                if holder is None:
+                    if tf.io.gfile.exists(self.path):
+                        # Unreadable (being written, or foreign): treat as held, not stale.
+                        raise LockHeldError(self.folder, None, self.stale_after_seconds)
+                    continue  # Released between our attempt and the read: try again.
+                stale_reason = self._stale_reason(holder)
+                if stale_reason is None:
+                    raise LockHeldError(self.folder, holder, self.stale_after_seconds)
+                logging.warning(
+                    "Taking over the lock on %s from %s: %s.",
+                    self.folder,
+                    holder.describe(),
+                    stale_reason,
+                )
+                self._remove_if_token(holder.token)
+            else:
+                raise LockHeldError(self.folder, read_lock(self.folder), self.stale_after_seconds)
+            self.info = mine
+            self.lost = False
+            _held_in_this_process.add(key)
+            self._key = key
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._beat, name=f"run-lock-heartbeat:{self.folder}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def release(self) -> None:
+        """Stops the heartbeat and removes the lock file if it is still ours."""
+        if self.info is None:
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        try:
+            self._remove_if_token(self.info.token)
+        finally:
+            with _held_guard:
+                _held_in_this_process.discard(self._key)
+            self.info = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _stale_reason(self, holder: LockInfo) -> str | None:
+        age = time.time() - holder.heartbeat
+        if age > self.stale_after_seconds:
+            return (
+                f"its heartbeat is {age:.0f} s old (stale after {self.stale_after_seconds:.0f} s)"
+            )
+        if holder.host == socket.gethostname():
+            if holder.pid == os.getpid():
+                return "it was written by an earlier process with this host name and pid"
+            if not _process_exists(holder.pid):
+                return f"process {holder.pid} no longer runs on this host"
+        return None
+
+    def _encode(self, info: LockInfo) -> str:
+        return json.dumps(dataclasses.asdict(info), indent=2) + "\n"
+
+    def _staging_path(self, info: LockInfo) -> str:
+        # Not "run.lock.*": some file systems (TF's ram://) answer exists() by prefix.
+        return os.path.join(self.folder, f".{LOCK_FILE}-{info.token}.tmp")
+
+    def _create(self, info: LockInfo) -> bool:
+        """Creates the lock file if absent; True if it is now ours."""
+        if _is_local(self.path):
+            try:
+                fd = os.open(_local(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w") as f:
+                f.write(self._encode(info))
+            return True
+        if tf.io.gfile.exists(self.path):
+            return False
+        staging = self._staging_path(info)
+        with tf.io.gfile.GFile(staging, "w") as f:
+            f.write(self._encode(info))
+        try:
+            tf.io.gfile.rename(staging, self.path, overwrite=False)
+        except tf.errors.AlreadyExistsError:
+            tf.io.gfile.remove(staging)
+            return False
+        if self.settle_seconds > 0:
+            time.sleep(self.settle_seconds)
+        current = read_lock(self.folder)
+        return current is not None and current.token == info.token
+
+    def _write(self, info: LockInfo) -> None:
+        """Replaces the lock file's content in one step (rename over it)."""
+        staging = self._staging_path(info)
+        with tf.io.gfile.GFile(staging, "w") as f:
+            f.write(self._encode(info))
+        tf.io.gfile.rename(staging, self.path, overwrite=True)
+
+    def _remove_if_token(self, token: str) -> None:
+        current = read_lock(self.folder)
+        if current is None or current.token != token:
+            return
+        with contextlib.suppress(tf.errors.NotFoundError):
+            tf.io.gfile.remove(self.path)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_seconds):
+            if not self.refresh():
+                return
+
+    def refresh(self) -> bool:
+        """Refreshes the heartbeat now; False (and `lost` set) if the lock is no longer ours.
+
+        The heartbeat thread calls this every `heartbeat_seconds`.
+        """
+        info = self.info
+        if info is None:
+            return False
+        try:
+            current = read_lock(self.folder)
+            if current is None and tf.io.gfile.exists(self.path):
+                return True  # Caught mid-write by another writer: look again next beat.
+            if current is None or current.token != info.token:
+                self.lost = True
+                logging.error(
+                    "Lost the lock on %s: %s",
+                    self.folder,
+                    "it was removed"
+                    if current is None
+                    else f"it is now held by {current.describe()}",
+                )
+                return False
+            info = dataclasses.replace(info, heartbeat=time.time())
+            self._write(info)
+            self.info = info
+        except (OSError, tf.errors.OpError) as error:
+            # A transient storage error must not kill the run; the next beat retries.
+            if getattr(error, "errno", None) == errno.ENOSPC:
+                logging.error("Cannot refresh the lock on %s: disk full.", self.folder)
+            else:
+                logging.warning("Cannot refresh the lock on %s: %s", self.folder, error)
+        return True
