@@ -333,6 +333,29 @@ def run_job(
       NoExamplesError: every input was rejected (the old dataset, if any, is kept).
     """
     options = preflight(options)
+    lock = _take_lock(options.output_dir)
+    try:
+        manifest = _run_locked(options, lock, on_start, on_progress)
+    finally:
+        lock.release()
+    logging.info("Wrote %s", {s: v["examples"] for s, v in manifest["splits"].items()})
+    return manifest
+
+
+def _take_lock(output_dir: str):
+    """One live dlss-preprocess per output folder (``run.lock``; see dlss_dist.run_lock)."""
+    from dlss_dist import run_lock  # imports TensorFlow (tf.io.gfile): only when running
+
+    lock = run_lock.RunLock(output_dir, "dlss-preprocess")
+    try:
+        return lock.acquire()
+    except run_lock.LockHeldError as e:
+        raise PreflightError(str(e)) from e
+    except Exception as e:  # noqa: BLE001 - tf.io.gfile's errors for an unwritable folder
+        raise PreflightError(f"cannot write to --output_dir={output_dir}: {e}") from e
+
+
+def _run_locked(options, lock, on_start, on_progress) -> dict:
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
     staging = posixpath.join(options.output_dir, f"{STAGING_PREFIX}{run_id}")
     try:
@@ -375,6 +398,11 @@ def run_job(
             )
         for name, text in manifest_lib.tfds_metadata(manifest).items():
             manifest_lib.write_text(posixpath.join(staging, name), text)
+        if lock.lost:
+            raise RuntimeError(
+                f"the lock on {options.output_dir} was taken over by another run while this "
+                "one worked; nothing was published"
+            )
         _publish(staging, options.output_dir, run_id)
     except BaseException:
         if watcher and watcher.is_alive():
@@ -385,7 +413,6 @@ def run_job(
     finally:
         if progress_dir:
             shutil.rmtree(progress_dir, ignore_errors=True)
-    logging.info("Wrote %s", {s: v["examples"] for s, v in manifest["splits"].items()})
     return manifest
 
 
