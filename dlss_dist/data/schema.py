@@ -25,8 +25,8 @@ SPLITS = ("train", "validation", "test")
 SHARD_SUFFIX = "tfrecord"
 
 
-# ``features().to_json()``, spelled out so the Beam launcher writes features.json without
-# importing TensorFlow (tests/test_schema.py checks that the two agree).
+# The features.json TFDS writes for ``features()``, spelled out so the Beam launcher can write
+# it without importing TensorFlow (tests/test_preprocess_cases.py checks the two agree).
 _IMAGE_JSON = {
     "image": {
         "dtype": "uint8",
