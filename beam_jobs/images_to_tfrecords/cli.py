@@ -5,7 +5,8 @@ Parses the command line into :class:`~beam_jobs.images_to_tfrecords.job.JobOptio
 tells a short story: what was found, progress, what was written and where. Beam's, gRPC's
 and the workers' own logging stays out of the console unless ``--verbosity`` asks.
 A user error is one line ``dlss-preprocess: error: ...`` and exit status 2 (1 when the
-job ran but wrote nothing); the traceback only with ``--verbosity >= 1``.
+job ran or failed but wrote nothing); the traceback only with ``--verbosity >= 1``,
+which also shows every library's log, as in the other dlss tools (dlss_dist.console).
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--verbosity",
         type=int,
         default=0,
-        help="0: the story only; 1: also our log and tracebacks; 2: also Beam's internals",
+        help="0: the story only; 1: also our log, Beam's and the workers' internals, tracebacks",
     )
     return parser
 
@@ -162,7 +163,7 @@ def parse_options(argv: list[str]):
 
 
 def configure_console(verbosity: int) -> tuple[str, ...]:
-    """Keeps framework logging out of the console below ``verbosity`` 2.
+    """Keeps framework logging out of the console at verbosity 0.
 
     Must run before Apache Beam is imported: Beam logs a warning at import time through
     the root logger, which would otherwise install a second console handler (every
@@ -171,14 +172,17 @@ def configure_console(verbosity: int) -> tuple[str, ...]:
     """
     from absl import flags, logging
 
+    from dlss_dist import console
+
+    console.quiet_native_logs(verbosity)  # TensorFlow's and gRPC's C++ logs (the run lock)
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()  # absl would print "Logging before flag parsing"
     logging.use_absl_handler()
     logging.set_verbosity(logging.INFO if verbosity >= 1 else logging.WARNING)
-    framework_level = std_logging.INFO if verbosity >= 2 else std_logging.ERROR
+    framework_level = std_logging.INFO if verbosity >= 1 else std_logging.ERROR
     for name in ("", "apache_beam", "grpc"):
         std_logging.getLogger(name).setLevel(framework_level)
-    if verbosity >= 2:
+    if verbosity >= 1:
         return ()
     return ("--default_sdk_harness_log_level=ERROR",)
 
@@ -254,14 +258,14 @@ class Story:
 
 @contextlib.contextmanager
 def _framework_output_to_file(verbosity: int):
-    """Below verbosity 2, sends this process's and the workers' stderr to a log file.
+    """At verbosity 0, sends this process's and the workers' stderr to a log file.
 
     Beam's multi-process workers are child processes that log gRPC and harness
     internals straight to the stderr they inherit, before any option of ours reaches
     them; redirecting the file descriptor is the one switch that covers them. Yields
     the log path (None when nothing is redirected); the caller deletes it on success.
     """
-    if verbosity >= 2:
+    if verbosity >= 1:
         yield None
         return
     log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in the finally below
