@@ -72,7 +72,8 @@ def preprocess(photos: str, dataset: str, *, scale, hr_size, patches, split_rati
                 f"--direct_num_workers={workers}",
                 "--direct_running_mode=multi_processing",
             ),
-        )
+        ),
+        worker_log_to_file=True,  # Beam's worker processes' chatter: a file, kept on failure
     )
 
 

@@ -17,7 +17,6 @@ import dataclasses
 import logging as std_logging
 import os
 import sys
-import tempfile
 import time
 import traceback
 
@@ -256,33 +255,6 @@ class Story:
         self.say(f"  dataset: {output_dir} (manifest.json, dataset_info.json, shards)")
 
 
-@contextlib.contextmanager
-def _framework_output_to_file(verbosity: int):
-    """At verbosity 0, sends this process's and the workers' stderr to a log file.
-
-    Beam's multi-process workers are child processes that log gRPC and harness
-    internals straight to the stderr they inherit, before any option of ours reaches
-    them; redirecting the file descriptor is the one switch that covers them. Yields
-    the log path (None when nothing is redirected); the caller deletes it on success.
-    """
-    if verbosity >= 1:
-        yield None
-        return
-    log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in the finally below
-        prefix="dlss-preprocess-", suffix=".log", delete=False
-    )
-    sys.stderr.flush()
-    saved = os.dup(2)
-    os.dup2(log.fileno(), 2)
-    try:
-        yield log.name
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        log.close()
-
-
 def _verbosity(argv: list[str]) -> int:
     """``--verbosity`` read ahead of the full parse (logging is set up before Beam loads)."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
@@ -303,25 +275,28 @@ def main(argv: list[str]) -> int:
 
     options = dataclasses.replace(options, beam_args=(*extra, *options.beam_args))
     story = Story()
-    log_path = None
     try:
-        with _framework_output_to_file(verbosity) as log_path:
-            manifest = run_job(options, on_start=story.start, on_progress=story.progress)
+        manifest = run_job(
+            options,
+            on_start=story.start,
+            on_progress=story.progress,
+            worker_log_to_file=verbosity < 1,
+        )
     except (PreflightError, NoExamplesError) as e:
         story.end_line()
         if verbosity >= 1:
             traceback.print_exc()
         print(f"{PROG}: error: {e}", file=sys.stderr)
-        _remove(log_path)
+        _remove(getattr(e, "worker_log", None))
         return 2 if isinstance(e, PreflightError) else 1
     except Exception as e:
         story.end_line()
         if verbosity >= 1:
             raise
-        where = f"; the workers' log is {log_path}" if log_path else ""
+        log = getattr(e, "worker_log", None)
+        where = f"; the full log is {log}" if log else ""
         print(f"{PROG}: error: {type(e).__name__}: {_first_line(e)}{where}", file=sys.stderr)
         return 1
-    _remove(log_path)
     story.finish(manifest, manifest["parameters"]["output_dir"])
     return 0
 

@@ -9,6 +9,7 @@ as it was.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -16,6 +17,7 @@ import os
 import posixpath
 import re
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -314,11 +316,47 @@ def _publish(staging: str, output_dir: str, run_id: str) -> None:
         FileSystems.delete([aside])
 
 
+@contextlib.contextmanager
+def _stderr_to_file(enabled: bool):
+    """Sends this process's and Beam's worker processes' stderr to a log file.
+
+    The multi-process workers are child processes that log gRPC and harness internals
+    straight to the stderr they inherit, before any option of ours reaches them; the
+    file descriptor is the one switch that covers them. Yields the log's path (None
+    when not enabled); the file is deleted on success and kept (and attached to the
+    exception as ``worker_log``) on failure.
+    """
+    if not enabled:
+        yield None
+        return
+    log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in the finally below
+        prefix="dlss-preprocess-", suffix=".log", delete=False
+    )
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(log.fileno(), 2)
+    failed = False
+    try:
+        yield log.name
+    except BaseException as e:
+        failed = True
+        e.worker_log = log.name
+        raise
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        log.close()
+        if not failed:
+            os.remove(log.name)
+
+
 def run_job(
     options: JobOptions,
     *,
     on_start: Callable[[JobOptions], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    worker_log_to_file: bool = False,
 ) -> dict:
     """Runs the job to completion and returns the manifest it wrote.
 
@@ -327,17 +365,21 @@ def run_job(
       on_start: called with the checked options just before the pipeline starts.
       on_progress: called with ``(inputs done, inputs found)`` about once a second while
         the pipeline runs (local runners only).
+      worker_log_to_file: send stderr (Beam's and its worker processes' chatter) to a
+        temporary log file while the job runs; on failure the exception's ``worker_log``
+        names it.
 
     Raises:
       PreflightError: bad options, inputs or output (nothing was written).
       NoExamplesError: every input was rejected (the old dataset, if any, is kept).
     """
     options = preflight(options)
-    lock = _take_lock(options.output_dir)
-    try:
-        manifest = _run_locked(options, lock, on_start, on_progress)
-    finally:
-        lock.release()
+    with _stderr_to_file(worker_log_to_file):
+        lock = _take_lock(options.output_dir)
+        try:
+            manifest = _run_locked(options, lock, on_start, on_progress)
+        finally:
+            lock.release()
     logging.info("Wrote %s", {s: v["examples"] for s, v in manifest["splits"].items()})
     return manifest
 
