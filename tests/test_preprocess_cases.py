@@ -358,3 +358,13 @@ def test_default_console_is_a_short_story(tmp_path, sample_photos):
     assert lines[0].startswith("dlss-preprocess: folder source")
     assert any("12 inputs: 12 written, 0 rejected" in line for line in lines), console
     assert lines[-1].startswith(f"  dataset: {out}")
+
+
+def test_a_killed_runs_staging_folder_is_removed_by_the_next_run(sample_photos, make_dataset):
+    out = make_dataset("--num_shards=1", input_dir=sample_photos)
+    dead = pathlib.Path(out, f"{job.STAGING_PREFIX}20260101-000000-deadbeef")
+    dead.mkdir()
+    (dead / "dlss_sr-train.tfrecord-00000-of-00001").write_bytes(b"half")
+    make_dataset("--num_shards=1", "--overwrite", input_dir=sample_photos, output_dir=out)
+    assert not dead.exists()
+    assert not [n for n in os.listdir(out) if n.startswith("_")]

@@ -397,7 +397,24 @@ def _take_lock(output_dir: str):
         raise PreflightError(f"cannot write to --output_dir={output_dir}: {e}") from e
 
 
+def _remove_dead_staging(output_dir: str) -> None:
+    """Deletes staging folders of earlier runs that died (we hold the lock: none is live)."""
+    if is_local(output_dir):
+        for name in os.listdir(output_dir):
+            if name.startswith(STAGING_PREFIX):
+                logging.info("Removing %s, left by an earlier run", name)
+                shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+        return
+    try:
+        matched = FileSystems.match([posixpath.join(output_dir, f"{STAGING_PREFIX}*")])[0]
+    except Exception:  # noqa: BLE001 - nothing matched
+        return
+    if matched.metadata_list:
+        FileSystems.delete([m.path for m in matched.metadata_list])
+
+
 def _run_locked(options, lock, on_start, on_progress) -> dict:
+    _remove_dead_staging(options.output_dir)
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
     staging = posixpath.join(options.output_dir, f"{STAGING_PREFIX}{run_id}")
     try:
