@@ -10,8 +10,9 @@ round-robin so every contender meets the same load:
   beam_1   dlss-preprocess, the in-process FnApiRunner (1 worker)
   beam_2   dlss-preprocess --direct_num_workers=2 --direct_running_mode=multi_processing
 
-at each ``--sizes`` (default 2000 and 10000 images). Reports, per contender, the best
-end-to-end seconds at each size, the ratio to ``plain`` (> 1: faster than the script),
+at each ``--sizes`` (default 2000 and 10000 images). First it times the per-image work
+alone, ours against the script's loop body, interleaved in this process. Then reports, per
+contender, the best end-to-end seconds at each size, the ratio to ``plain`` (> 1: faster than the script),
 and the steady-state rate: the extra images between the two sizes divided by the extra
 seconds, which cancels fixed start-up; per worker for beam_2. Writes JSON.
 
@@ -106,6 +107,68 @@ def plain_script(input_dir: str, output_dir: str) -> None:
         writer.close()
 
 
+def per_image_milliseconds(input_dir: str, count: int, rounds: int = 3) -> dict[str, float]:
+    """The per-image work alone, in this process, interleaved: ours vs the plain script's.
+
+    ``ours`` is ``examples_for_item`` (read, decode, strict JPEG check, crop, resize,
+    degrade, two PNGs at level 1, proto) plus TFRecord framing; ``plain`` is the loop body
+    of :func:`plain_script` without the writer. Best of ``rounds`` per image set.
+    """
+    import io
+    import zlib
+
+    import tensorflow as tf
+    from PIL import Image
+
+    from beam_jobs.images_to_tfrecords import examples, shards, sources
+
+    names = sorted(os.listdir(input_dir))[:count]
+    config = examples.ExampleConfig(scale=SCALE, hr_size=HR_SIZE)
+    items = [sources.SourceItem(n, "train", os.path.join(input_dir, n)) for n in names]
+
+    def ours():
+        for item in items:
+            for _, serialized in examples.examples_for_item(item, config):
+                shards.tfrecord_frame(serialized)
+
+    def png(image):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    def feature(value: bytes):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    def plain():
+        for name in names:
+            image = Image.open(os.path.join(input_dir, name)).convert("RGB")
+            width, height = image.size
+            side = min(width, height)
+            left, top = (width - side) // 2, (height - side) // 2
+            hr = image.crop((left, top, left + side, top + side)).resize(
+                (HR_SIZE, HR_SIZE), Image.BICUBIC
+            )
+            lr = hr.resize((HR_SIZE // SCALE, HR_SIZE // SCALE), Image.BICUBIC)
+            example = tf.train.Example(
+                features=tf.train.Features(
+                    feature={
+                        "hr": feature(png(hr)),
+                        "lr": feature(png(lr)),
+                        "key": feature(name.encode()),
+                    }
+                )
+            )
+            zlib.crc32(example.SerializeToString())
+
+    best = {"ours": float("inf"), "plain": float("inf")}
+    for _ in range(rounds):
+        for name, work in (("ours", ours), ("plain", plain)):
+            start = time.perf_counter()
+            work()
+            best[name] = min(best[name], (time.perf_counter() - start) / len(names) * 1e3)
+    return best
+
+
 def timed(command: list[str]) -> float:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     start = time.perf_counter()
@@ -118,6 +181,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="2000,10000", help="two image counts, small,large")
     parser.add_argument("--repeats", type=int, default=2, help="best of N runs per contender")
     parser.add_argument("--output_json", default="bench/results/preprocess.json")
+    parser.add_argument(
+        "--per_image", type=int, default=300, help="images for the in-process per-image timing"
+    )
     parser.add_argument("--_plain", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._plain:
@@ -159,6 +225,8 @@ def main() -> None:
         ),
     }
     load_before = os.getloadavg()
+    per_image = per_image_milliseconds(inputs[sizes[0]], args.per_image)
+    print(f"per image, in process: {per_image}", flush=True)
     runs: dict[str, dict[int, list[float]]] = {n: {s: [] for s in sizes} for n in contenders}
     for _ in range(args.repeats):
         for size in sizes:
@@ -183,6 +251,7 @@ def main() -> None:
         "steady_images_per_second": steady,
         "steady_images_per_second_per_worker": {n: steady[n] / WORKERS[n] for n in contenders},
         "steady_ratio_to_plain": {n: steady[n] / steady["plain"] for n in contenders},
+        "per_image_ms_in_process": per_image,
         "aims": {
             "beam_1 end to end at 2000": 1.0,
             "beam_1 steady": 1.3,
@@ -203,6 +272,7 @@ def main() -> None:
             f"{result['steady_images_per_second_per_worker'][name]:10.1f} "
             f"{result['steady_ratio_to_plain'][name]:7.2f}"
         )
+    print(f"per image in process (ms): {per_image}")
     print(f"load average before/after: {result['load_average_before_after']}")
     print(f"JSON: {args.output_json}")
 
