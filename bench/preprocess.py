@@ -13,8 +13,9 @@ round-robin so every contender meets the same load:
 at each ``--sizes`` (default 2000 and 10000 images). First it times the per-image work
 alone, ours against the script's loop body, interleaved in this process. Then reports, per
 contender, the best end-to-end seconds at each size, the ratio to ``plain`` (> 1: faster
-than the script), and the steady-state rate: the extra images between the two sizes divided by the extra
-seconds, which cancels fixed start-up; per worker for beam_2. Writes JSON.
+than the script), and the steady-state rate: the extra images between the two sizes
+divided by the extra seconds, which cancels fixed start-up; per worker for beam_2.
+Writes JSON.
 
   nice -n 10 .venv/bin/python bench/preprocess.py --sizes=2000,10000 --repeats=2 \\
       --output_json=bench/results/preprocess.json
