@@ -46,7 +46,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 bench: $(STAMP)
-	$(BIN)/python bench/preprocess.py --num_images=2000 --repeats=3
+	$(BIN)/python bench/preprocess.py --sizes=2000,10000 --repeats=2
 	$(BIN)/python bench/train_step.py
 	$(BIN)/python bench/serve.py
 

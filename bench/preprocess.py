@@ -1,17 +1,23 @@
-"""Benchmark: the dlss-preprocess Beam job (1 and 2 workers) vs a bare PIL loop.
+"""Benchmark: dlss-preprocess (1 and 2 workers) against the script a user would write.
 
-Synthesises ``--num_images`` CelebA-sized (178x218) JPEGs from scikit-image's
-photographs, then runs, each in a fresh process and timed end to end (interpreter
-start, imports, work, TFDS metadata):
+Synthesises CelebA-sized (178x218) JPEGs from scikit-image's photographs, then runs, each
+in a fresh process and timed end to end (interpreter start, imports, work, metadata),
+round-robin so every contender meets the same load:
 
-  bare       one process: list, decode, centre crop, resize to 128, degrade x4, PNG
-             encode, serialise, write TFRecords sharded like the job, TFDS metadata
-  beam_1     dlss-preprocess with the in-process FnApiRunner (1 worker)
-  beam_2     dlss-preprocess --direct_num_workers=2 --direct_running_mode=multi_processing
+  plain    what a user writes instead of our job (``plain_script`` below): Pillow open,
+           centre crop, ``Image.resize(BICUBIC)`` to 128 and to 32, Pillow's default PNG,
+           ``tf.train.Example`` and ``tf.io.TFRecordWriter``, one file per split
+  beam_1   dlss-preprocess, the in-process FnApiRunner (1 worker)
+  beam_2   dlss-preprocess --direct_num_workers=2 --direct_running_mode=multi_processing
 
-Prints a table and writes JSON (images/s and ratios to the bare loop).
+at each ``--sizes`` (default 2000 and 10000 images). First it times the per-image work
+alone, ours against the script's loop body, interleaved in this process. Then reports, per
+contender, the best end-to-end seconds at each size, the ratio to ``plain`` (> 1: faster
+than the script), and the steady-state rate: the extra images between the two sizes
+divided by the extra seconds, which cancels fixed start-up; per worker for beam_2.
+Writes JSON.
 
-  .venv/bin/python bench/preprocess.py --num_images=2000 --repeats=3 \
+  nice -n 10 .venv/bin/python bench/preprocess.py --sizes=2000,10000 --repeats=2 \\
       --output_json=bench/results/preprocess.json
 """
 
@@ -27,6 +33,7 @@ import time
 
 HR_SIZE = 128
 SCALE = 4
+WORKERS = {"plain": 1, "beam_1": 1, "beam_2": 2}
 
 
 def synthesise(directory: str, count: int) -> None:
@@ -55,44 +62,112 @@ def synthesise(directory: str, count: int) -> None:
         )
 
 
-def bare_loop(input_dir: str, output_dir: str) -> None:
-    """The same per-image work as the job in one plain Python loop (no Beam)."""
-    from beam_jobs import images_to_tfrecords, transforms
-    from dlss_dist import imaging
-    from dlss_dist.data import schema
+def plain_script(input_dir: str, output_dir: str) -> None:
+    """The plain Pillow + tf.io.TFRecordWriter script, as a user would write it."""
+    import io
+    import zlib
 
-    ratios = (0.9, 0.05, 0.05)
-    config = transforms.ExampleConfig(source="folder", scale=SCALE, hr_size=HR_SIZE)
-    per_split: dict[str, list[tuple[str, bytes]]] = {s: [] for s in schema.SPLITS}
-    for name in sorted(os.listdir(input_dir)):
-        key = name
-        with open(os.path.join(input_dir, name), "rb") as f:
-            image = imaging.decode_image(f.read())
-        hr = transforms.make_hr(image, config)
-        lr = imaging.degrade_bicubic(hr, config.scale)
-        split = transforms.split_for_key(key, ratios)
-        per_split[split].append((key, schema.serialize_example(lr=lr, hr=hr, key=key)))
+    import tensorflow as tf
+    from PIL import Image
+
+    def png(image):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    def feature(value: bytes):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
     os.makedirs(output_dir, exist_ok=True)
-    splits = {}
-    for split, records in per_split.items():
-        num_shards = transforms.default_num_shards(len(records), 1000) if records else 0
-        shards: list[list[tuple[str, bytes]]] = [[] for _ in range(num_shards)]
-        for key, record in records:
-            shards[transforms.shard_for_key(key, num_shards)].append((key, record))
-        lengths, num_bytes = [], 0
-        for index, shard in enumerate(shards):
-            path = schema.shard_path(output_dir, "dlss_sr", split, index, num_shards)
-            num_bytes += transforms.write_tfrecord_file(path, (r for _, r in sorted(shard)))
-            lengths.append(len(shard))
-        splits[split] = {"examples": len(records), "shard_lengths": lengths, "num_bytes": num_bytes}
-    manifest = {
-        "scale": SCALE,
-        "hr_size": HR_SIZE,
-        "source": "folder",
-        "degradation": imaging.DEGRADATION,
-        "splits": splits,
+    writers = {
+        split: tf.io.TFRecordWriter(os.path.join(output_dir, f"{split}.tfrecord"))
+        for split in ("train", "validation", "test")
     }
-    images_to_tfrecords.write_tfds_metadata(output_dir, manifest)
+    for name in sorted(os.listdir(input_dir)):
+        image = Image.open(os.path.join(input_dir, name)).convert("RGB")
+        width, height = image.size
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        hr = image.crop((left, top, left + side, top + side)).resize(
+            (HR_SIZE, HR_SIZE), Image.BICUBIC
+        )
+        lr = hr.resize((HR_SIZE // SCALE, HR_SIZE // SCALE), Image.BICUBIC)
+        example = tf.train.Example(
+            features=tf.train.Features(
+                feature={
+                    "hr": feature(png(hr)),
+                    "lr": feature(png(lr)),
+                    "key": feature(name.encode()),
+                }
+            )
+        )
+        bucket = zlib.crc32(name.encode()) % 20
+        split = "test" if bucket == 0 else "validation" if bucket == 1 else "train"
+        writers[split].write(example.SerializeToString())
+    for writer in writers.values():
+        writer.close()
+
+
+def per_image_milliseconds(input_dir: str, count: int, rounds: int = 3) -> dict[str, float]:
+    """The per-image work alone, in this process, interleaved: ours vs the plain script's.
+
+    ``ours`` is ``examples_for_item`` (read, decode, strict JPEG check, crop, resize,
+    degrade, two PNGs at level 1, proto) plus TFRecord framing; ``plain`` is the loop body
+    of :func:`plain_script` without the writer. Best of ``rounds`` per image set.
+    """
+    import io
+    import zlib
+
+    import tensorflow as tf
+    from PIL import Image
+
+    from beam_jobs.images_to_tfrecords import examples, shards, sources
+
+    names = sorted(os.listdir(input_dir))[:count]
+    config = examples.ExampleConfig(scale=SCALE, hr_size=HR_SIZE)
+    items = [sources.SourceItem(n, "train", os.path.join(input_dir, n)) for n in names]
+
+    def ours():
+        for item in items:
+            for _, serialized in examples.examples_for_item(item, config):
+                shards.tfrecord_frame(serialized)
+
+    def png(image):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    def feature(value: bytes):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    def plain():
+        for name in names:
+            image = Image.open(os.path.join(input_dir, name)).convert("RGB")
+            width, height = image.size
+            side = min(width, height)
+            left, top = (width - side) // 2, (height - side) // 2
+            hr = image.crop((left, top, left + side, top + side)).resize(
+                (HR_SIZE, HR_SIZE), Image.BICUBIC
+            )
+            lr = hr.resize((HR_SIZE // SCALE, HR_SIZE // SCALE), Image.BICUBIC)
+            example = tf.train.Example(
+                features=tf.train.Features(
+                    feature={
+                        "hr": feature(png(hr)),
+                        "lr": feature(png(lr)),
+                        "key": feature(name.encode()),
+                    }
+                )
+            )
+            zlib.crc32(example.SerializeToString())
+
+    best = {"ours": float("inf"), "plain": float("inf")}
+    for _ in range(rounds):
+        for name, work in (("ours", ours), ("plain", plain)):
+            start = time.perf_counter()
+            work()
+            best[name] = min(best[name], (time.perf_counter() - start) / len(names) * 1e3)
+    return best
 
 
 def timed(command: list[str]) -> float:
@@ -104,66 +179,102 @@ def timed(command: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num_images", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=3, help="best of N runs per contender")
+    parser.add_argument("--sizes", default="2000,10000", help="two image counts, small,large")
+    parser.add_argument("--repeats", type=int, default=2, help="best of N runs per contender")
     parser.add_argument("--output_json", default="bench/results/preprocess.json")
-    parser.add_argument("--_bare", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--per_image", type=int, default=300, help="images for the in-process per-image timing"
+    )
+    parser.add_argument("--_plain", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args._bare:
-        bare_loop(*args._bare)
+    if args._plain:
+        plain_script(*args._plain)
         return
 
+    sizes = [int(s) for s in args.sizes.split(",")]
     work = tempfile.mkdtemp(prefix="bench_preprocess_")
-    images = os.path.join(work, "images")
-    synthesise(images, args.num_images)
-    job = [
-        sys.executable,
-        "-m",
-        "beam_jobs.images_to_tfrecords",
-        "--source=folder",
-        f"--input_dir={images}",
-        f"--scale={SCALE}",
-        f"--hr_size={HR_SIZE}",
-        "--overwrite",
-    ]
-    contenders = {
-        "bare": lambda out: [sys.executable, os.path.abspath(__file__), "--_bare", images, out],
-        "beam_1": lambda out: [*job, f"--output_dir={out}"],
-        "beam_2": lambda out: [
-            *job,
+    inputs = {}
+    for size in sizes:
+        inputs[size] = os.path.join(work, f"images_{size}")
+        synthesise(inputs[size], size)
+
+    def job(size, out, *extra):
+        return [
+            sys.executable,
+            "-m",
+            "beam_jobs.images_to_tfrecords",
+            "--source=folder",
+            f"--input_dir={inputs[size]}",
             f"--output_dir={out}",
-            "--direct_num_workers=2",
-            "--direct_running_mode=multi_processing",
+            f"--scale={SCALE}",
+            f"--hr_size={HR_SIZE}",
+            "--overwrite",
+            *extra,
+        ]
+
+    contenders = {
+        "plain": lambda size, out: [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--_plain",
+            inputs[size],
+            out,
         ],
+        "beam_1": lambda size, out: job(size, out),
+        "beam_2": lambda size, out: job(
+            size, out, "--direct_num_workers=2", "--direct_running_mode=multi_processing"
+        ),
     }
-    # Round robin, best of --repeats: the machines are shared, so load changes during a
-    # run; interleaving gives every contender the same chances.
     load_before = os.getloadavg()
-    runs: dict[str, list[float]] = {name: [] for name in contenders}
-    for repeat in range(args.repeats):
-        for name, command in contenders.items():
-            runs[name].append(timed(command(os.path.join(work, f"{name}_{repeat}"))))
-    seconds = {name: min(times) for name, times in runs.items()}
+    per_image = per_image_milliseconds(inputs[sizes[0]], args.per_image)
+    print(f"per image, in process: {per_image}", flush=True)
+    runs: dict[str, dict[int, list[float]]] = {n: {s: [] for s in sizes} for n in contenders}
+    for _ in range(args.repeats):
+        for size in sizes:
+            for name, command in contenders.items():
+                out = os.path.join(work, f"{name}_{size}")
+                seconds = timed(command(size, out))
+                runs[name][size].append(seconds)
+                print(f"{name:<7} {size:>6} images {seconds:7.2f} s", flush=True)
+    best = {n: {s: min(t) for s, t in by_size.items()} for n, by_size in runs.items()}
+    small, large = sizes[0], sizes[-1]
+    steady = {n: (large - small) / (best[n][large] - best[n][small]) for n in contenders}
     result = {
-        "num_images": args.num_images,
         "image_size": "178x218 JPEG -> HR 128, LR 32",
         "cpu_count": os.cpu_count(),
-        "seconds": seconds,
+        "sizes": sizes,
+        "best_seconds": best,
         "all_runs_seconds": runs,
         "load_average_before_after": [load_before[0], os.getloadavg()[0]],
-        "images_per_second": {k: args.num_images / v for k, v in seconds.items()},
-        "ratio_to_bare": {k: seconds["bare"] / v for k, v in seconds.items()},
-        "aims": {"beam_1": 0.8, "beam_2": 1.5},
+        "ratio_to_plain": {
+            n: {s: best["plain"][s] / best[n][s] for s in sizes} for n in contenders
+        },
+        "steady_images_per_second": steady,
+        "steady_images_per_second_per_worker": {n: steady[n] / WORKERS[n] for n in contenders},
+        "steady_ratio_to_plain": {n: steady[n] / steady["plain"] for n in contenders},
+        "per_image_ms_in_process": per_image,
+        "aims": {
+            "beam_1 end to end at 2000": 1.0,
+            "beam_1 steady": 1.3,
+            "beam_2 end to end": 1.6,
+        },
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.output_json)), exist_ok=True)
     with open(args.output_json, "w") as f:
         json.dump(result, f, indent=2)
-    print(f"{'contender':<10} {'seconds':>8} {'images/s':>9} {'x bare':>7}")
+    header = " ".join(f"{f'{s} img s':>10} {'x plain':>7}" for s in sizes)
+    print(f"\n{'contender':<9} {header} {'steady img/s':>12} {'per worker':>10} {'x plain':>7}")
     for name in contenders:
-        print(
-            f"{name:<10} {seconds[name]:8.2f} {result['images_per_second'][name]:9.1f} "
-            f"{result['ratio_to_bare'][name]:7.2f}"
+        cells = " ".join(
+            f"{best[name][s]:10.2f} {result['ratio_to_plain'][name][s]:7.2f}" for s in sizes
         )
+        print(
+            f"{name:<9} {cells} {steady[name]:12.1f} "
+            f"{result['steady_images_per_second_per_worker'][name]:10.1f} "
+            f"{result['steady_ratio_to_plain'][name]:7.2f}"
+        )
+    print(f"per image in process (ms): {per_image}")
+    print(f"load average before/after: {result['load_average_before_after']}")
     print(f"JSON: {args.output_json}")
 
 

@@ -57,20 +57,23 @@ def write_photographs(folder: str, names: tuple[str, ...]) -> list[str]:
 
 def preprocess(photos: str, dataset: str, *, scale, hr_size, patches, split_ratios, workers):
     """Runs the Beam job (DirectRunner, multi_processing) on the photographs."""
-    from beam_jobs import images_to_tfrecords
+    from beam_jobs.images_to_tfrecords.job import JobOptions, run_job
 
-    images_to_tfrecords.run_job(
-        [
-            "--source=folder",
-            f"--input_dir={photos}",
-            f"--output_dir={dataset}",
-            f"--scale={scale}",
-            f"--hr_size={hr_size}",
-            f"--patches_per_image={patches}",
-            "--split_ratios=" + ",".join(str(r) for r in split_ratios),
-            f"--direct_num_workers={workers}",
-            "--direct_running_mode=multi_processing",
-        ]
+    run_job(
+        JobOptions(
+            source="folder",
+            inputs={"input_dir": photos},
+            output_dir=dataset,
+            scale=scale,
+            hr_size=hr_size,
+            patches_per_image=patches,
+            split_ratios=tuple(split_ratios),
+            beam_args=(
+                f"--direct_num_workers={workers}",
+                "--direct_running_mode=multi_processing",
+            ),
+        ),
+        worker_log_to_file=True,  # Beam's worker processes' chatter: a file, kept on failure
     )
 
 

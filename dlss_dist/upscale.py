@@ -199,7 +199,7 @@ def list_inputs(paths: Sequence[str]) -> tuple[list[str], list[dict]]:
             names = [
                 n
                 for n in tf.io.gfile.listdir(path)
-                if n.lower().endswith(imaging.IMAGE_EXTENSIONS) and not n.startswith(".")
+                if imaging.is_image_name(n) and not n.startswith(".")
             ]
             if not names:
                 failures.append(

@@ -77,7 +77,7 @@ def make_dataset(tmp_path):
 
     Defaults: ``--source=folder --scale=2 --hr_size=32``; flags given win.
     """
-    from beam_jobs import images_to_tfrecords
+    from beam_jobs.images_to_tfrecords import cli, job
 
     counter = iter(range(1000))
 
@@ -90,7 +90,7 @@ def make_dataset(tmp_path):
         if input_dir is not None:
             argv.append(f"--input_dir={input_dir}")
         argv.append(f"--output_dir={output_dir}")
-        images_to_tfrecords.run_job(argv)
+        job.run_job(cli.parse_options(argv)[0])
         return output_dir
 
     return _make
@@ -99,18 +99,18 @@ def make_dataset(tmp_path):
 @pytest.fixture(scope="session")
 def train_dataset(tmp_path_factory, sample_photos) -> str:
     """A small training dataset: 4 patches (HR 32 px, scale 2) per sample photo, 3 shards."""
-    from beam_jobs import images_to_tfrecords
+    from beam_jobs.images_to_tfrecords.job import JobOptions, run_job
 
     out = str(tmp_path_factory.mktemp("train_dataset") / "dataset")
-    images_to_tfrecords.run_job(
-        [
-            "--source=folder",
-            f"--input_dir={sample_photos}",
-            f"--output_dir={out}",
-            "--scale=2",
-            "--hr_size=32",
-            "--patches_per_image=4",
-            "--num_shards=3",
-        ]
+    run_job(
+        JobOptions(
+            source="folder",
+            inputs={"input_dir": sample_photos},
+            output_dir=out,
+            scale=2,
+            hr_size=32,
+            patches_per_image=4,
+            num_shards=3,
+        )
     )
     return out

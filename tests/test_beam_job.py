@@ -14,7 +14,7 @@ import tensorflow_datasets as tfds
 from conftest import load_photo, photo_crops, save_image
 from PIL import Image
 
-from beam_jobs import images_to_tfrecords, transforms
+from beam_jobs.images_to_tfrecords import cli, job, sources
 from dlss_dist import imaging
 from dlss_dist.data import schema
 
@@ -80,7 +80,7 @@ def zoo(tmp_path_factory):
     inputs = str(root / "in")
     expected = _build_zoo(inputs)
     out = str(root / "out")
-    images_to_tfrecords.run_job(
+    _run(
         [
             "--source=folder",
             f"--input_dir={inputs}",
@@ -92,6 +92,10 @@ def zoo(tmp_path_factory):
         ]
     )
     return {"inputs": inputs, "out": out, "expected": expected}
+
+
+def _run(argv: list[str]) -> dict:
+    return job.run_job(cli.parse_options(argv)[0])
 
 
 def _examples(out: str) -> dict[str, dict]:
@@ -142,7 +146,7 @@ def test_manifest_counts_per_split(zoo):
     assert manifest["parameters"]["split_ratios"] == [0.6, 0.2, 0.2]
     for split in schema.SPLITS:
         info = manifest["splits"][split]
-        keys = [k for k in zoo["expected"] if transforms.split_for_key(k, (0.6, 0.2, 0.2)) == split]
+        keys = [k for k in zoo["expected"] if sources.split_for_key(k, (0.6, 0.2, 0.2)) == split]
         assert info["read"] == len(keys) == info["written"] + info["rejected"]
         assert info["written"] == sum(e["split"] == split for e in examples.values())
         assert info["rejected"] == sum(r["split"] == split for r in rejects.values())
@@ -194,7 +198,7 @@ def test_odd_images_decoded_as_defined(zoo):
 
 def test_one_and_two_workers_and_reruns_give_identical_files(zoo, tmp_path):
     out = str(tmp_path / "two")
-    images_to_tfrecords.run_job(
+    _run(
         [
             "--source=folder",
             f"--input_dir={zoo['inputs']}",
@@ -283,7 +287,7 @@ def test_paired_source(tmp_path, make_dataset):
         "--source=paired", f"--lr_dir={lr_dir}", f"--hr_dir={hr_dir}", "--split_ratios=1,0,0"
     )
     manifest = _manifest(out)
-    assert manifest["degradation"] == images_to_tfrecords.DEGRADATION_PAIRED
+    assert manifest["degradation"] == sources.DEGRADATION_PAIRED
     assert manifest["splits"]["train"] == dict(
         manifest["splits"]["train"], read=6, written=3, rejected=3
     )
@@ -361,7 +365,7 @@ def test_preflight_errors(flags, message, tmp_path, sample_photos, capsys):
     if not any(f.startswith("--output_dir") for f in flags):
         argv.append(f"--output_dir={tmp_path / 'out'}")
     with pytest.raises(SystemExit) as info:
-        images_to_tfrecords.run(argv)
+        cli.run(argv)
     assert info.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing was written

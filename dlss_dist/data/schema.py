@@ -27,6 +27,31 @@ SPLITS = ("train", "validation", "test")
 SHARD_SUFFIX = "tfrecord"
 
 
+# The features.json TFDS writes for ``features()``, spelled out so the Beam launcher can write
+# it without importing TensorFlow (tests/test_preprocess_cases.py checks the two agree).
+_IMAGE_JSON = {
+    "image": {
+        "dtype": "uint8",
+        "encodingFormat": "png",
+        "shape": {"dimensions": ["-1", "-1", "3"]},
+    },
+    "pythonClassName": "tensorflow_datasets.core.features.image_feature.Image",
+}
+FEATURES_JSON = {
+    "featuresDict": {
+        "features": {
+            "hr": _IMAGE_JSON,
+            "key": {
+                "pythonClassName": "tensorflow_datasets.core.features.text_feature.Text",
+                "text": {},
+            },
+            "lr": _IMAGE_JSON,
+        }
+    },
+    "pythonClassName": "tensorflow_datasets.core.features.features_dict.FeaturesDict",
+}
+
+
 @functools.lru_cache(maxsize=1)
 def features() -> tfds.features.FeaturesDict:
     """The TFDS feature spec of one example.
