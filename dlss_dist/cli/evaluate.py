@@ -10,11 +10,9 @@ Writes metrics.json, per_image.csv and grids/*.png into --output_dir and prints 
 
 from __future__ import annotations
 
-import sys
+from absl import flags
 
-from absl import app, flags
-
-from dlss_dist.cli import quiet_tensorflow_logs
+from dlss_dist.cli import quiet_tensorflow_logs, run_tool
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "SavedModel folder or export root.")
@@ -33,23 +31,19 @@ flags.mark_flags_as_required(["model", "data", "output_dir"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    del argv  # run_tool refuses stray arguments
     quiet_tensorflow_logs()
     from dlss_dist.evaluation import evaluate
 
-    try:
-        summary = evaluate.evaluate(
-            model=FLAGS.model,
-            data=FLAGS.data,
-            output_dir=FLAGS.output_dir,
-            split=FLAGS.split,
-            max_images=FLAGS.max_images,
-            max_grids=FLAGS.max_grids,
-            tile=FLAGS.tile,
-        )
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"dlss-eval: {error}")
+    summary = evaluate.evaluate(
+        model=FLAGS.model,
+        data=FLAGS.data,
+        output_dir=FLAGS.output_dir,
+        split=FLAGS.split,
+        max_images=FLAGS.max_images,
+        max_grids=FLAGS.max_grids,
+        tile=FLAGS.tile,
+    )
     print(
         f"x{summary['scale']} on {summary['num_images']} images of {summary['data']}"
         f" (border crop {summary['border_crop']}, {len(summary['skipped'])} skipped):"
@@ -59,7 +53,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    run_tool("dlss-eval", main, __name__)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from dlss_dist.cli import quiet_tensorflow_logs
+from dlss_dist.cli import UserError, quiet_tensorflow_logs, run_tool
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
@@ -26,8 +26,7 @@ flags.register_validator("gin_file", bool, message="give at least one --gin_file
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    del argv  # run_tool refuses stray arguments
     quiet_tensorflow_logs()
     from dlss_dist import config, distribute
     from dlss_dist.training import loop
@@ -41,14 +40,14 @@ def main(argv):
     except loop.Preempted as stop:
         logging.warning("%s", stop)
         sys.exit(loop.PREEMPTED_EXIT_CODE)
-    except (loop.NonFiniteLossError, ValueError, FileNotFoundError) as error:
-        logging.error("%s", error)
-        sys.exit(f"dlss-train: {error}")
+    except loop.NonFiniteLossError as error:
+        # The last good checkpoint is kept; the message says what to change.
+        raise UserError(str(error)) from error
     logging.info("Training finished: %s", metrics)
 
 
 def run():
-    app.run(main)
+    run_tool("dlss-train", main, __name__)
 
 
 if __name__ == "__main__":
