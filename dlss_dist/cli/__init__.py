@@ -3,7 +3,7 @@
 Every tool starts through `run_tool`, the one place that decides how a CLI talks to a user:
 
 * ``--help`` prints the tool's docstring and its own flags (with descriptions and defaults)
-  and exits 0; ``--helpfull`` is absl's list of every flag of every module.
+  and exits 0; ``--helpfull`` is absl's list of every flag of every module (also exit 0).
 * A user error becomes ONE line on stderr, ``dlss-<tool>: error: <what went wrong>``, and a
   non-zero exit: `EXIT_USAGE` (2) for a bad command line (unknown flag, bad flag value,
   missing required flag, stray argument), `EXIT_ERROR` (1) for everything else a user can
@@ -123,6 +123,9 @@ def _flags_parser(tool: str, module_name: str) -> Callable[[list[str]], list[str
         if any(argument in _HELP_FLAGS for argument in arguments):
             _print_help(tool, module_name)
             sys.exit(0)
+        if any(argument in ("--helpfull", "-helpfull") for argument in arguments):
+            app.usage(writeto_stdout=True)  # absl's list of every flag, but exit 0 (absl: 1)
+            sys.exit(0)
         try:
             return FLAGS(argv)
         except flags.Error as error:
@@ -157,8 +160,7 @@ def run_tool(tool: str, main: Callable[[Sequence[str]], object], module_name: st
             fail(tool, "interrupted", EXIT_INTERRUPTED)
         except _user_error_types() as error:
             _maybe_traceback()
-            hint = "" if _show_traceback() else " (--debug shows the traceback)"
-            fail(tool, one_line(error) + hint, EXIT_ERROR)
+            fail(tool, one_line(error), EXIT_ERROR)
         return None
 
     app.run(guarded_main, flags_parser=_flags_parser(tool, module_name))

@@ -30,6 +30,17 @@ flags.DEFINE_integer(
 flags.mark_flags_as_required(["model", "data", "output_dir"])
 
 
+@flags.validator("tile")
+def _check_tile(tile: int) -> bool:
+    from dlss_dist import upscale
+
+    try:
+        upscale.validate_tiling(tile, None)
+    except ValueError as error:
+        raise flags.ValidationError(str(error)) from error
+    return True
+
+
 def main(argv):
     del argv  # run_tool refuses stray arguments
     quiet_tensorflow_logs()

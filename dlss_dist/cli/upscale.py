@@ -40,11 +40,24 @@ flags.DEFINE_integer(
 flags.mark_flags_as_required(["model", "input", "output"])
 
 
+@flags.multi_flags_validator(["tile", "tile_overlap"])
+def _check_tiling(values: dict) -> bool:
+    from dlss_dist import upscale
+
+    try:
+        upscale.validate_tiling(values["tile"], values["tile_overlap"])
+    except ValueError as error:
+        raise flags.ValidationError(str(error)) from error
+    return True
+
+
 def main(argv):
     del argv  # run_tool refuses stray arguments
     quiet_tensorflow_logs()
     from dlss_dist import upscale
 
+    # Checked before the model loads: a wrong --output must not cost a model load.
+    upscale.check_outputs(FLAGS.input, FLAGS.output, gif=FLAGS.gif, interpolate=FLAGS.interpolate)
     upscaler = upscale.SavedModelUpscaler(FLAGS.model)
     result = upscale.upscale_files(
         upscaler,

@@ -130,6 +130,11 @@ def evaluate(
       PSNR in dB, SSIM in [0, 1], means over images; a mean that is infinite (identical
       images) is null.
     """
+    if tf.io.gfile.exists(output_dir) and not tf.io.gfile.isdir(output_dir):
+        raise ValueError(f"--output_dir={output_dir} is a file, not a folder")
+    if not tf.io.gfile.exists(data):
+        raise FileNotFoundError(f"--data={data} does not exist")
+    upscale.validate_tiling(tile, None)
     upscaler = upscale.SavedModelUpscaler(model)
     scale = upscaler.scale
     skipped: list[dict] = []
