@@ -27,6 +27,11 @@ flags.DEFINE_integer(
     "Tile side for the model (0: tile only images over the export's limit).",
     lower_bound=0,
 )
+flags.DEFINE_bool(
+    "skip_damaged_records",
+    False,
+    "Evaluate the readable records of a damaged dataset (listed as skipped) instead of stopping.",
+)
 flags.mark_flags_as_required(["model", "data", "output_dir"])
 
 
@@ -54,6 +59,7 @@ def main(argv):
         max_images=FLAGS.max_images,
         max_grids=FLAGS.max_grids,
         tile=FLAGS.tile,
+        skip_damaged_records=FLAGS.skip_damaged_records,
     )
     print(
         f"x{summary['scale']} on {summary['num_images']} images of {summary['data']}"

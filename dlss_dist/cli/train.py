@@ -4,8 +4,9 @@ r"""Trains the super-resolution GAN.
       --data_dir=/data/celeba [--gin_param='train_loop.total_steps = 1000']
 
 Flags say where; everything about what is trained is a gin binding. The run resumes from the
-newest checkpoint in --model_dir. Exit codes: 0 done, 1 error (including a non-finite loss),
-143 stopped by SIGTERM after saving a checkpoint (so a Kubernetes Job restarts it).
+newest checkpoint in --model_dir. Exit codes: 0 done, 1 error (one line `dlss-train: error:
+...`, e.g. a gin typo, a damaged dataset, a non-finite loss), 2 bad command line, 143 stopped
+by SIGTERM after saving a checkpoint (so a Kubernetes Job restarts it). docs/failures.md.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ flags.register_validator("gin_file", bool, message="give at least one --gin_file
 def main(argv):
     del argv  # run_tool refuses stray arguments
     quiet_tensorflow_logs()
+    import tensorflow as tf
+
     from dlss_dist import config, distribute
+    from dlss_dist.data import verify
     from dlss_dist.training import loop
 
     config.parse_config(FLAGS.gin_file, FLAGS.gin_param)
@@ -40,6 +44,9 @@ def main(argv):
     except loop.Preempted as stop:
         logging.warning("%s", stop)
         sys.exit(loop.PREEMPTED_EXIT_CODE)
+    except tf.errors.DataLossError as error:
+        # tf.data names no file: scan the dataset to name each damaged one, and the fix.
+        raise verify.damage_error(FLAGS.data_dir, error) from error
     except loop.NonFiniteLossError as error:
         # The last good checkpoint is kept; the message says what to change.
         raise UserError(str(error)) from error
