@@ -253,3 +253,17 @@ def test_eval_output_that_is_a_file_and_missing_data(model, photos, tmp_path):
     )
     assert result.returncode == 1
     assert "does not exist" in error_line(result, "dlss-eval")
+
+
+def test_export_model_dir_and_export_dir_errors(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("mine")
+    for args, message in [
+        ([f"--model_dir={a_file}", "--export_dir=x"], f"--model_dir={a_file} is a file"),
+        ([f"--model_dir={tmp_path / 'nothing'}", "--export_dir=x"], "does not exist"),
+        ([f"--model_dir={tmp_path}", f"--export_dir={a_file}"], f"--export_dir={a_file} is a"),
+    ]:
+        result = run_cli("export", *args)
+        assert result.returncode == 1
+        assert message in error_line(result, "dlss-export")
+    assert a_file.read_text() == "mine"

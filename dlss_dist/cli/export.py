@@ -33,8 +33,16 @@ flags.mark_flags_as_required(["model_dir", "export_dir"])
 def main(argv):
     del argv  # run_tool refuses stray arguments
     quiet_tensorflow_logs()
+    import tensorflow as tf
+
     from dlss_dist import export
 
+    for flag in ("model_dir", "export_dir"):
+        path = getattr(FLAGS, flag)
+        if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
+            raise ValueError(f"--{flag}={path} is a file, not a folder")
+    if not tf.io.gfile.isdir(FLAGS.model_dir):
+        raise FileNotFoundError(f"--model_dir={FLAGS.model_dir} does not exist")
     checkpoint = export.resolve_checkpoint(FLAGS.model_dir, FLAGS.checkpoint)
     version = FLAGS.version
     if version is None:
