@@ -5,8 +5,8 @@ a fresh process that loads the SavedModel, warms up on a 16x16 PNG, sends the in
 records the growth of its peak resident size (ru_maxrss) and the outcome. Run it once with
 the old code and once with the new to compare:
 
-  PYTHONPATH=OLD_CHECKOUT python bench/serving_memory.py --out=bench/serving_memory_before.json
-  PYTHONPATH=$PWD python bench/serving_memory.py --out=bench/serving_memory_after.json
+  PYTHONPATH=OLD python bench/serving_memory.py --out=bench/results/serving_memory_old.json
+  PYTHONPATH=$PWD python bench/serving_memory.py --out=bench/results/serving_memory_new.json
 
 Cases: a 49 KB PNG claiming 20000x20000 pixels (over the limit), a 735 KB GIF of 400 frames
 of 1000x1000 (each at the limit), and the same GIF with one frame (the cost of upscaling one
