@@ -102,6 +102,21 @@ class DemoOutputs:
             f.write(json.dumps(manifest, indent=2) + "\n")
         os.replace(temp, self.manifest_path)
 
+    def _is_unrecorded_demo_run(self) -> bool:
+        """A complete run of a dlss-demo that kept no record (written before records
+        existed): the demo's report heading, and photo folders holding exactly its photos."""
+        try:
+            with open(self._path("report.md")) as f:
+                if not f.readline().startswith("# dlss_dist demo report"):
+                    return False
+        except OSError:
+            return False
+        for folder, names in (("photos", TRAINING_PHOTOGRAPHS), ("held_out", HELD_OUT_PHOTOGRAPHS)):
+            path = self._path(folder)
+            if not os.path.isdir(path) or set(os.listdir(path)) != {f"{n}.png" for n in names}:
+                return False
+        return True
+
     def prepare(self, *, overwrite: bool) -> None:
         """Checks the folder and moves a previous demo run aside; raises before any change."""
         if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
@@ -120,6 +135,8 @@ class DemoOutputs:
             )
         manifest = self._read_manifest() if existing else None
         recorded = set(manifest.get("entries", [])) if manifest else set()
+        if existing and manifest is None and self._is_unrecorded_demo_run():
+            recorded = set(DEMO_OUTPUTS)
         foreign = [name for name in existing if name not in recorded]
         if foreign:
             raise ValueError(

@@ -138,3 +138,31 @@ def test_cli_bad_setting_is_one_line_and_the_users_photos_survive(tmp_path):
     assert last.startswith("dlss-demo: error: --overwrite refused: photos"), result.stderr
     assert "Traceback" not in result.stderr
     assert (tmp_path / "photos" / "holiday.jpg").read_text() == "a user's photo"
+
+
+def legacy_run(folder) -> None:
+    """What a demo run wrote before it kept a record."""
+    for name, photos in (
+        ("photos", demo.TRAINING_PHOTOGRAPHS),
+        ("held_out", demo.HELD_OUT_PHOTOGRAPHS),
+    ):
+        (folder / name).mkdir()
+        for photo in photos:
+            (folder / name / f"{photo}.png").write_text(photo)
+    for name in ("dataset", "model", "evaluation"):
+        (folder / name).mkdir()
+    (folder / "report.md").write_text("# dlss_dist demo report\n")
+
+
+def test_an_unrecorded_earlier_demo_run_is_recognised(tmp_path, monkeypatch):
+    legacy_run(tmp_path)
+    run(tmp_path, monkeypatch, overwrite=True)
+    assert (tmp_path / "photos" / "written.txt").exists()
+
+
+def test_an_unrecorded_run_with_a_users_photo_is_refused(tmp_path, monkeypatch):
+    legacy_run(tmp_path)
+    (tmp_path / "photos" / "holiday.jpg").write_text("a user's photo")
+    with pytest.raises(ValueError, match="were not written by dlss-demo"):
+        run(tmp_path, monkeypatch, overwrite=True)
+    assert (tmp_path / "photos" / "holiday.jpg").exists()
