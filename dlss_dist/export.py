@@ -21,8 +21,9 @@ Batch semantics of ``serving_default``: a request is all or nothing. Images are 
 at a time, in order (so memory is bounded by one image at the limit, not by the batch); the
 first image that fails stops the request, and the error names it as ``image_bytes[i]``
 (0-based position in the request). Clients that want per-image outcomes send one image per
-request. (A corrupt image whose header is valid fails inside TensorFlow's decoder, whose
-message does not carry the index.)
+request. (A PNG or JPEG cut short is caught by its missing end marker and named; other
+corrupt data under a valid header fails inside TensorFlow's decoder, whose message does not
+carry the index.)
 
 The module tracks only the generator's variables and traced graphs, so loading needs nothing
 but TensorFlow: no dlss_dist, no Keras custom layers. It also carries two int64 variables,

@@ -53,6 +53,10 @@ def _uint(padded: tf.Tensor, offset, length: int, *, little_endian: bool) -> tf.
     return sum(value * (1 << (8 * i)) for i, value in enumerate(values))
 
 
+def _contains(data: tf.Tensor, marker: bytes) -> tf.Tensor:
+    return tf.size(tf.strings.split(data, sep=marker)) > 1
+
+
 def image_format(data: tf.Tensor) -> tf.Tensor:
     """The format of scalar string `data` from its magic number: one of the codes above."""
     data = _padded(data)
@@ -269,10 +273,21 @@ def decode_bounded(data: tf.Tensor, *, what: tf.Tensor, max_pixels: int) -> tf.T
         width,
         pixels,
     )
+    # A cut-off upload is the commonest broken image; TensorFlow's decoder would reject it
+    # without saying which image it was, so look for the end marker first.
+    complete = tf.cond(
+        tf.equal(fmt, PNG),
+        lambda: _contains(data, b"IEND"),
+        lambda: tf.cond(
+            tf.equal(fmt, JPEG), lambda: _contains(data, b"\xff\xd9"), lambda: tf.constant(True)
+        ),
+    )
+    truncated = message(" is truncated: its end-of-image marker (PNG IEND, JPEG EOI) is missing")
     checks = [
         tf.debugging.Assert(ok, [no_size]),
         tf.debugging.Assert(tf.logical_and(height > 0, width > 0), [empty]),
         tf.debugging.Assert(pixels <= max_pixels, [over]),
+        tf.debugging.Assert(complete, [truncated]),
     ]
     with tf.control_dependencies(checks):
         data = tf.identity(data)

@@ -103,6 +103,13 @@ def test_unsupported_or_broken_headers(serving, picture, data, message):
         serve(serving, [encode(picture, "PNG"), data])
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_truncated_upload_is_named(serving, picture, fmt):
+    data = encode(picture, fmt)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[1\] is truncated"):
+        serve(serving, [data, data[: len(data) // 2]])
+
+
 def test_animated_webp_is_refused(serving, picture):
     buffer = io.BytesIO()
     frames = [Image.fromarray(picture), Image.fromarray(picture[::-1])]
