@@ -30,6 +30,7 @@ RUN tf_version() { python3 -c "import tensorflow as tf; print(tf.__version__)" 2
     && tf_before="$(tf_version)" && test -n "$tf_before" \
     && python3 -m pip install /app \
     && test "$(tf_version)" = "$tf_before" \
+    && python3 -c "import os; os.chdir('/'); from dlss_dist import config; config.resolve_gin_file('base.gin')" \
     && python3 -c "import dlss_dist, beam_jobs" \
     && for script in dlss-preprocess dlss-train dlss-export dlss-eval dlss-upscale dlss-demo; do \
          command -v "$script" > /dev/null || { echo "missing console script $script" >&2; exit 1; }; \

@@ -17,13 +17,14 @@ Exceptions that are not user errors (a bug: TypeError, KeyError, ...) keep their
 
 from __future__ import annotations
 
-import logging
 import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 
 from absl import app, flags
+
+from dlss_dist import console
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -42,10 +43,9 @@ class UserError(Exception):
 
 
 def quiet_tensorflow_logs() -> None:
-    """Keeps TensorFlow's own INFO chatter (device placement, per-variable all-reduce
-    messages, SavedModel internals) out of the console; dlss_dist logs through absl, which
-    is a different logger, so progress lines stay."""
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    """Sets up the console (see `dlss_dist.console`): the tool's own story by default,
+    library internals at `--verbosity=1`. Call first in `main`, before TensorFlow loads."""
+    console.setup()
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
