@@ -66,6 +66,11 @@ def check_compatible(
 
 def _shard_lengths(manifest: dict, split: str, files: list[str]) -> list[int]:
     """Examples per shard file, as the Beam job recorded them in the manifest."""
+    if "shard_lengths" not in manifest["splits"][split]:
+        raise ValueError(
+            f"manifest.json has no shard_lengths for split {split!r}: it was not written by "
+            "dlss-preprocess (or by an old version); re-create the dataset"
+        )
     lengths = list(manifest["splits"][split]["shard_lengths"])
     if len(lengths) != len(files):
         raise ValueError(

@@ -57,7 +57,10 @@ def _dataset_examples(
         raise ValueError(
             f"split {split!r} of {data_dir} has no examples (splits with examples: {available})"
         )
-    files, _ = pipeline.readable_shards(data_dir, manifest, split, skip_damaged=skip_damaged)
+    if skip_damaged:
+        files, _ = pipeline.readable_shards(data_dir, manifest, split, skip_damaged=True)
+    else:
+        verify.check_split_sizes(data_dir, manifest, split)  # names damaged files, cheaply
     if skip_damaged:
         for report in verify.scan_split(data_dir, split, manifest):
             if not report.ok:
