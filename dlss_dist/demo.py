@@ -9,6 +9,8 @@ result is `<output_dir>/report.md` with the metrics table and a comparison pictu
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
 import time
@@ -40,6 +42,180 @@ TRAINING_PHOTOGRAPHS = (
 # Never seen in training: the evaluation's images.
 HELD_OUT_PHOTOGRAPHS = ("astronaut", "chelsea", "coffee")
 DEMO_OUTPUTS = ("photos", "held_out", "dataset", "model", "evaluation", "report.md")
+# What a run wrote, so that --overwrite removes exactly that and nothing of the user's.
+MANIFEST_FILE = ".dlss-demo.json"
+# The previous run's outputs wait here until the new run has succeeded.
+PREVIOUS_DIR = ".dlss-demo-previous"
+
+
+class DemoOutputs:
+    """The demo's entries in `output_dir`: which exist, which the demo wrote, replacing them.
+
+    ``<output_dir>/.dlss-demo.json`` records ``{"tool": "dlss-demo", "complete": bool,
+    "entries": [...], "files": [...]}``: the entries (of `DEMO_OUTPUTS`) a run created,
+    written before it creates them, and at the end every file under them. With overwrite,
+    `prepare` refuses (before touching anything) when an existing entry was not created by
+    the demo, or when a finished run's entry holds a file it did not write (a user's photo
+    dropped into ``photos/``); otherwise the old entries move to ``.dlss-demo-previous/``,
+    are deleted by `commit` after a successful run, and are put back by `rollback` (after
+    removing the failed run's partial outputs), so a run that stops loses nothing.
+    """
+
+    def __init__(self, output_dir: str):
+        self.output_dir = output_dir
+        self.manifest_path = os.path.join(output_dir, MANIFEST_FILE)
+        self.previous = os.path.join(output_dir, PREVIOUS_DIR)
+        self._moved: list[str] = []
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.output_dir, name)
+
+    def _read_manifest(self) -> dict | None:
+        if not os.path.exists(self.manifest_path):
+            return None
+        try:
+            with open(self.manifest_path) as f:
+                manifest = json.load(f)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{self.manifest_path} is unreadable ({error}): remove it") from error
+        return manifest if manifest.get("tool") == "dlss-demo" else None
+
+    def _files_under(self, names) -> list[str]:
+        files = []
+        for name in names:
+            path = self._path(name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                for root, _, filenames in os.walk(path):
+                    files += [
+                        os.path.relpath(os.path.join(root, f), self.output_dir) for f in filenames
+                    ]
+            elif os.path.lexists(path):
+                files.append(name)
+        return sorted(files)
+
+    def _write_manifest(self, *, complete: bool) -> None:
+        manifest = {"tool": "dlss-demo", "complete": complete, "entries": list(DEMO_OUTPUTS)}
+        if complete:
+            manifest["files"] = self._files_under(DEMO_OUTPUTS)
+        temp = self.manifest_path + ".tmp"
+        with open(temp, "w") as f:
+            f.write(json.dumps(manifest, indent=2) + "\n")
+        os.replace(temp, self.manifest_path)
+
+    def _is_unrecorded_demo_run(self) -> bool:
+        """A complete run of a dlss-demo that kept no record (written before records
+        existed): the demo's report heading, and photo folders holding exactly its photos."""
+        try:
+            with open(self._path("report.md")) as f:
+                if not f.readline().startswith("# dlss_dist demo report"):
+                    return False
+        except OSError:
+            return False
+        for folder, names in (("photos", TRAINING_PHOTOGRAPHS), ("held_out", HELD_OUT_PHOTOGRAPHS)):
+            path = self._path(folder)
+            if not os.path.isdir(path) or set(os.listdir(path)) != {f"{n}.png" for n in names}:
+                return False
+        return True
+
+    def prepare(self, *, overwrite: bool) -> None:
+        """Checks the folder and moves a previous demo run aside; raises before any change."""
+        if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
+            raise ValueError(f"--output_dir={self.output_dir} is a file, not a folder")
+        if os.path.lexists(self.previous):
+            raise ValueError(
+                f"{self.previous} holds the outputs of a demo run that was killed while "
+                f"replacing them: move its contents back into {self.output_dir} (or delete "
+                "it) and run again"
+            )
+        existing = [name for name in DEMO_OUTPUTS if os.path.lexists(self._path(name))]
+        if existing and not overwrite:
+            raise FileExistsError(
+                f"{self.output_dir} already holds demo outputs ({', '.join(existing)}); "
+                "pass --overwrite or choose another --output_dir."
+            )
+        manifest = self._read_manifest() if existing else None
+        recorded = set(manifest.get("entries", [])) if manifest else set()
+        if existing and manifest is None and self._is_unrecorded_demo_run():
+            recorded = set(DEMO_OUTPUTS)
+        foreign = [name for name in existing if name not in recorded]
+        if foreign:
+            raise ValueError(
+                f"--overwrite refused: {', '.join(foreign)} in {self.output_dir} were not "
+                f"written by dlss-demo (no record in {MANIFEST_FILE}); move them away or "
+                "choose another --output_dir"
+            )
+        if manifest and manifest.get("complete"):
+            written = set(manifest.get("files", []))
+            extra = [f for f in self._files_under(existing) if f not in written]
+            if extra:
+                shown = ", ".join(extra[:5]) + (" ..." if len(extra) > 5 else "")
+                raise ValueError(
+                    f"--overwrite refused: {len(extra)} file(s) in the demo's folders were "
+                    f"not written by dlss-demo ({shown}); move them away first"
+                )
+        if existing:
+            os.makedirs(self.previous)
+            for name in existing:
+                os.rename(self._path(name), os.path.join(self.previous, name))
+                self._moved.append(name)
+        os.makedirs(self.output_dir, exist_ok=True)
+        self._write_manifest(complete=False)
+
+    def commit(self) -> None:
+        """The run succeeded: record its files and delete the previous run's outputs."""
+        self._write_manifest(complete=True)
+        if os.path.lexists(self.previous):
+            shutil.rmtree(self.previous)
+
+    def rollback(self) -> None:
+        """The run failed: remove its partial outputs and put the previous run's back."""
+        for name in DEMO_OUTPUTS:
+            path = self._path(name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.remove(path)
+        for name in self._moved:
+            os.rename(os.path.join(self.previous, name), self._path(name))
+        if os.path.lexists(self.previous):
+            os.rmdir(self.previous)
+        if self._moved:
+            self._write_manifest(complete=True)
+        elif os.path.exists(self.manifest_path):
+            os.remove(self.manifest_path)
+
+
+def check_demo_settings(
+    *, scale, dataset_hr_size, patches_per_image, split_ratios, beam_workers
+) -> None:
+    """Raises ValueError naming the `run_demo.*` binding of the first bad setting."""
+    for name, value in (
+        ("scale", scale),
+        ("dataset_hr_size", dataset_hr_size),
+        ("patches_per_image", patches_per_image),
+        ("beam_workers", beam_workers),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"run_demo.{name} must be a positive integer, got {value!r}")
+    if dataset_hr_size % scale:
+        raise ValueError(
+            f"run_demo.dataset_hr_size = {dataset_hr_size} is not divisible by "
+            f"run_demo.scale = {scale}"
+        )
+    ratios = list(split_ratios) if isinstance(split_ratios, list | tuple) else None
+    if (
+        ratios is None
+        or len(ratios) != 3
+        or not all(
+            isinstance(r, int | float) and not isinstance(r, bool) and math.isfinite(r) and r >= 0
+            for r in ratios
+        )
+        or ratios[0] <= 0
+    ):
+        raise ValueError(
+            "run_demo.split_ratios must be three finite, non-negative numbers "
+            f"(train, validation, test) with train > 0, got {split_ratios!r}"
+        )
 
 
 def write_photographs(folder: str, names: tuple[str, ...]) -> list[str]:
@@ -130,15 +306,35 @@ def run_demo(
     Returns:
       (path of report.md, the evaluation summary).
     """
-    existing = [name for name in DEMO_OUTPUTS if os.path.exists(os.path.join(output_dir, name))]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"{output_dir} already holds demo outputs ({', '.join(existing)}); "
-            "pass --overwrite or choose another --output_dir."
+    check_demo_settings(
+        scale=scale,
+        dataset_hr_size=dataset_hr_size,
+        patches_per_image=patches_per_image,
+        split_ratios=split_ratios,
+        beam_workers=beam_workers,
+    )
+    outputs = DemoOutputs(output_dir)
+    outputs.prepare(overwrite=overwrite)
+    try:
+        report, summary = _run_stages(
+            output_dir,
+            scale=scale,
+            dataset_hr_size=dataset_hr_size,
+            patches_per_image=patches_per_image,
+            split_ratios=split_ratios,
+            beam_workers=beam_workers,
         )
-    for name in existing:
-        path = os.path.join(output_dir, name)
-        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    except BaseException:
+        logging.error("The demo stopped: removing its partial outputs, restoring any previous run")
+        outputs.rollback()
+        raise
+    outputs.commit()
+    return report, summary
+
+
+def _run_stages(
+    output_dir, *, scale, dataset_hr_size, patches_per_image, split_ratios, beam_workers
+):
     # Logical CPU devices can only be made before TensorFlow initialises: strategy first.
     strategy = distribute.create_strategy()
     paths = {name: os.path.join(output_dir, name) for name in DEMO_OUTPUTS}

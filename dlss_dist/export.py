@@ -3,15 +3,27 @@
 The exported SavedModel is a `tf.Module` with two explicit signatures (DESIGN.md §4):
 
 * ``serving_default(image_bytes: string[N]) -> {"image_bytes": string[N]}``: encoded images
-  (JPEG, PNG, GIF, BMP, WebP, JPEG XL) in, PNG bytes out. The names end in ``_bytes`` so TF
-  Serving's REST API accepts and returns them as ``{"b64": ...}``. Images in one batch may differ in
+  (JPEG, PNG, GIF, BMP, WebP) in, PNG bytes out. The names end in ``_bytes`` so TF Serving's
+  REST API accepts and returns them as ``{"b64": ...}``. Images in one batch may differ in
   size. Grayscale inputs become RGB; an alpha channel is dropped (``channels=3``), i.e. the
-  stored colour of transparent pixels is used as is; animated GIFs use their first frame.
+  stored colour of transparent pixels is used as is; an animated GIF gives its first frame
+  (only that frame is decoded). Each image's size is read from its header and checked
+  against the pixel limit before any pixel is decoded (`dlss_dist.serving_decode`); JPEG XL
+  and animated WebP are refused for that reason.
 * ``upscale(images: uint8[N, H, W, 3]) -> {"images": uint8[N, sH, sW, 3]}``.
 
 Both run the generator in inference mode (``training=False``), map uint8 to [-1, 1] and back
 with clip and round, and fail with a `tf.errors.InvalidArgumentError` whose message says what
-is wrong when an input is over the pixel limit chosen at export time or is not an image.
+is wrong when an input is over the pixel limit chosen at export time, empty (0 pixels or 0
+images) or not an image.
+
+Batch semantics of ``serving_default``: a request is all or nothing. Images are processed one
+at a time, in order (so memory is bounded by one image at the limit, not by the batch); the
+first image that fails stops the request, and the error names it as ``image_bytes[i]``
+(0-based position in the request). Clients that want per-image outcomes send one image per
+request. (A PNG or JPEG cut short is caught by its missing end marker and named; other
+corrupt data under a valid header fails inside TensorFlow's decoder, whose message does not
+carry the index.)
 
 The module tracks only the generator's variables and traced graphs, so loading needs nothing
 but TensorFlow: no dlss_dist, no Keras custom layers. It also carries two int64 variables,
@@ -25,34 +37,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from dlss_dist import serving_decode
 from dlss_dist.data.pipeline import to_float, to_uint8
 
 DEFAULT_MAX_INPUT_PIXELS = 4_000_000
-
-# Magic numbers of the formats tf.io.decode_image understands. Checking them first gives a
-# message that names the problem instead of a decoder's internal error.
-_SIGNATURES = (
-    b"\x89PNG\r\n\x1a\n",  # PNG
-    b"\xff\xd8\xff",  # JPEG
-    b"GIF87a",
-    b"GIF89a",
-    b"BM",  # BMP
-    b"\xff\x0a",  # JPEG XL codestream
-    b"\x00\x00\x00\x0cJXL ",  # JPEG XL container
-)
-
-
-def _looks_like_image(data: tf.Tensor) -> tf.Tensor:
-    """True if the scalar string starts with a signature tf.io.decode_image accepts."""
-    # Padding keeps substr in range for inputs shorter than a signature (substr raises).
-    data = tf.strings.join([data, b"\0" * 12])
-    checks = [tf.strings.substr(data, 0, len(sig)) == sig for sig in _SIGNATURES]
-    checks.append(
-        tf.logical_and(
-            tf.strings.substr(data, 0, 4) == b"RIFF", tf.strings.substr(data, 8, 4) == b"WEBP"
-        )
-    )
-    return tf.reduce_any(tf.stack(checks))
 
 
 class _GeneratorModule(tf.Module):
@@ -90,7 +78,15 @@ class _GeneratorModule(tf.Module):
 
     def _upscale(self, images: tf.Tensor) -> tf.Tensor:
         shape = tf.shape(images)
-        with tf.control_dependencies([self._check_pixels(shape[1], shape[2], "input image")]):
+        empty = tf.strings.format(
+            "images has shape {}: upscale needs at least one image of at least 1x1 pixels",
+            [shape],
+        )
+        checks = [
+            tf.debugging.Assert(tf.reduce_all(shape[:3] > 0), [empty]),
+            self._check_pixels(shape[1], shape[2], "input image"),
+        ]
+        with tf.control_dependencies(checks):
             return to_uint8(self._infer(to_float(images)))
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
@@ -104,27 +100,20 @@ class _GeneratorModule(tf.Module):
         indices = tf.range(tf.size(image_bytes, out_type=tf.int32))
 
         def one(index: tf.Tensor) -> tf.Tensor:
-            data = image_bytes[index]
-            size = tf.strings.length(data)
-            not_image = tf.strings.format(
-                "image_bytes[{}] is not an encoded image ({} bytes, starting with {}): "
-                "expected JPEG, PNG, GIF, BMP, WebP or JPEG XL bytes; over REST send them "
-                'base64-encoded as {"b64": "..."}',
-                (index, size, tf.strings.substr(data, 0, tf.minimum(size, 8))),
+            # The header's size is checked before anything is decoded (serving_decode).
+            image = serving_decode.decode_bounded(
+                image_bytes[index],
+                what=tf.strings.format("image_bytes[{}]", index),
+                max_pixels=self._max_input_pixels,
             )
-            with tf.control_dependencies(
-                [tf.debugging.Assert(_looks_like_image(data), [not_image])]
-            ):
-                image = tf.io.decode_image(data, channels=3, expand_animations=False)
-            image.set_shape([None, None, 3])
-            shape = tf.shape(image)
-            check = self._check_pixels(shape[0], shape[1], "image_bytes[{}]", index)
-            with tf.control_dependencies([check]):
-                sr = to_uint8(self._infer(to_float(image)[tf.newaxis]))[0]
+            sr = to_uint8(self._infer(to_float(image)[tf.newaxis]))[0]
             return tf.io.encode_png(sr)
 
         # map_fn, not a batched call: the images of one request may have different sizes.
-        outputs = tf.map_fn(one, indices, fn_output_signature=tf.TensorSpec([], tf.string))
+        # parallel_iterations=1: one image in memory at a time, whatever the batch size.
+        outputs = tf.map_fn(
+            one, indices, fn_output_signature=tf.TensorSpec([], tf.string), parallel_iterations=1
+        )
         return {"image_bytes": outputs}
 
 

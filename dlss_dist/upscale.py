@@ -30,6 +30,9 @@ from dlss_dist.evaluation import pictures
 from dlss_dist.training import model_dir
 
 DEFAULT_TILE_OVERLAP = 16
+# Smallest --tile: below this the generator sees too little context per tile and the seams
+# show as blocks (a 1-pixel tile upscales each pixel on its own: nearest-neighbour blocks).
+MIN_TILE = 16
 # Tile used when an image is over the export's pixel limit and no --tile was given.
 AUTO_TILE = 512
 FAILURES_FILE = "failures.json"
@@ -94,6 +97,33 @@ class SavedModelUpscaler:
             max_input_pixels=self.max_input_pixels,
             tile=tile,
             tile_overlap=tile_overlap,
+        )
+
+
+def validate_tiling(tile: int, tile_overlap: int | None) -> None:
+    """Raises ValueError (naming --tile / --tile_overlap) for tilings that cannot work well.
+
+    A tile (0 means "only when needed") must be at least `MIN_TILE` pixels, and its kept
+    centre, ``tile - 2 * tile_overlap``, at least a quarter of the tile and 8 pixels:
+    a smaller centre recomputes the overlap over 16 times per output pixel for nothing.
+    """
+    overlap = DEFAULT_TILE_OVERLAP if tile_overlap is None else tile_overlap
+    if tile_overlap is not None and tile_overlap < 0:
+        raise ValueError(f"--tile_overlap={tile_overlap} must be >= 0")
+    if tile == 0:
+        return
+    if tile < MIN_TILE:
+        raise ValueError(
+            f"--tile={tile} is under {MIN_TILE} pixels: each tile would be upscaled with too "
+            "little context and the result looks blocky; use --tile=0 (automatic) or a "
+            f"larger tile such as 256"
+        )
+    core = tile - 2 * overlap
+    if core < max(8, tile // 4):
+        raise ValueError(
+            f"--tile={tile} with --tile_overlap={overlap} keeps a centre of {core} pixels per "
+            f"tile (tile - 2 * tile_overlap), under max(8, tile/4) = {max(8, tile // 4)}: "
+            "raise --tile or lower --tile_overlap"
         )
 
 
@@ -186,22 +216,59 @@ def natural_sort_key(path: str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path)]
 
 
+def printable(path: str) -> str:
+    """`path` with bytes that are not UTF-8 (kept by Python as surrogates) shown as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _non_utf8(path: str) -> dict:
+    return {
+        "input": printable(path),
+        "reason": "non_utf8_name",
+        "message": "the file name is not valid UTF-8 and cannot be read or written by "
+        "TensorFlow's file system layer: rename it",
+    }
+
+
+def _listdir(path: str) -> list[str]:
+    # os.listdir keeps undecodable bytes as surrogates; tf.io.gfile.listdir raises on them
+    # and would abort the whole run. Remote file systems (gs://) have UTF-8 names.
+    if "://" in path:
+        return [name.rstrip("/") for name in tf.io.gfile.listdir(path)]
+    return os.listdir(path)
+
+
 def list_inputs(paths: Sequence[str]) -> tuple[list[str], list[dict]]:
     """Expands files and folders (their images, non-recursively) in natural order.
 
     Returns:
-      (files, failures): failures are {"input", "reason", "message"} for missing paths and
-      folders without images.
+      (files, failures): failures are {"input", "reason", "message"} for missing paths,
+      folders without images and names that are not UTF-8 (reason ``non_utf8_name``).
     """
     files, failures = [], []
     for path in paths:
+        if not _is_utf8(path):
+            failures.append(_non_utf8(path))
+            continue
         if tf.io.gfile.isdir(path):
-            names = [
-                n
-                for n in tf.io.gfile.listdir(path)
-                if imaging.is_image_name(n) and not n.startswith(".")
-            ]
-            if not names:
+            names, unnamed = [], 0
+            for n in _listdir(path):
+                if not imaging.is_image_name(n) or n.startswith("."):
+                    continue
+                if _is_utf8(n):
+                    names.append(n)
+                else:
+                    unnamed += 1
+                    failures.append(_non_utf8(os.path.join(path, n)))
+            if not names and not unnamed:
                 failures.append(
                     {"input": path, "reason": "no_images", "message": "folder has no image files"}
                 )
@@ -242,6 +309,44 @@ def _output_names(files: Sequence[str]) -> list[str]:
     return names
 
 
+def _same_path(a: str, b: str) -> bool:
+    if "://" in a or "://" in b:
+        return a.rstrip("/") == b.rstrip("/")
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_outputs(
+    inputs: Sequence[str], output_dir: str, *, gif: str | None = None, interpolate: int = 0
+) -> None:
+    """Refuses, before any work, outputs that cannot be written or would overwrite an input.
+
+    Raises:
+      ValueError: `output_dir` is a file, is one of the input folders, or one of the PNGs
+        it would get (or `gif`) is an input file.
+    """
+    if tf.io.gfile.exists(output_dir) and not tf.io.gfile.isdir(output_dir):
+        raise ValueError(f"--output={output_dir} is a file, not a folder")
+    if gif and tf.io.gfile.isdir(gif):
+        raise ValueError(f"--gif={gif} is a folder, not a file name")
+    files, _ = list_inputs(inputs)
+    for path in inputs:
+        if _is_utf8(path) and tf.io.gfile.isdir(path) and _same_path(path, output_dir):
+            raise ValueError(
+                f"--output={output_dir} is the input folder {path}: the upscaled PNGs would "
+                "replace or mix with the originals; choose another --output"
+            )
+    if interpolate:
+        names = [f"frame_{i:04d}.png" for i in range(interpolate + 2)]
+    else:
+        names = _output_names(files)
+    outputs = [os.path.join(output_dir, name) for name in names] + ([gif] if gif else [])
+    for output in outputs:
+        for file in files:
+            if _same_path(output, file):
+                flag = "--gif" if output == gif else "--output"
+                raise ValueError(f"{flag} would overwrite the input {file}; choose another {flag}")
+
+
 def _write_png(image: np.ndarray, path: str) -> None:
     with tf.io.gfile.GFile(path, "wb") as f:
         f.write(imaging.encode_png(image))
@@ -277,7 +382,13 @@ def upscale_files(
       An UpscaleResult. A file that cannot be read or upscaled is recorded in `failures`
       ({"input", "reason", "message"}, also written to ``<output_dir>/failures.json``) and
       the others are still processed.
+
+    Raises:
+      ValueError: before any work, for a tiling `validate_tiling` refuses or outputs
+        `check_outputs` refuses (a file as `output_dir`, an output that is an input).
     """
+    validate_tiling(tile, tile_overlap)
+    check_outputs(inputs, output_dir, gif=gif, interpolate=interpolate)
     files, failures = list_inputs(inputs)
     tf.io.gfile.makedirs(output_dir)
     outputs = []

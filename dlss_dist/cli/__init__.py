@@ -1,9 +1,171 @@
-"""Thin absl entry points; the work happens in the library modules they call."""
+"""Thin absl entry points; the work happens in the library modules they call.
+
+Every tool starts through `run_tool`, the one place that decides how a CLI talks to a user:
+
+* ``--help`` prints the tool's docstring and its own flags (with descriptions and defaults)
+  and exits 0; ``--helpfull`` is absl's list of every flag of every module (also exit 0).
+* A user error becomes ONE line on stderr, ``dlss-<tool>: error: <what went wrong>``, and a
+  non-zero exit: `EXIT_USAGE` (2) for a bad command line (unknown flag, bad flag value,
+  missing required flag, stray argument), `EXIT_ERROR` (1) for everything else a user can
+  cause (a gin typo or syntax error, a missing file, a path that is a file where a folder is
+  wanted, a full disk, corrupt data, an invalid setting). The traceback is printed too with
+  ``--debug`` or ``--verbosity=1`` (or higher).
+* Ctrl-C outside training is one line and exit `EXIT_INTERRUPTED` (130).
+
+Exceptions that are not user errors (a bug: TypeError, KeyError, ...) keep their traceback.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from absl import app, flags
 
 from dlss_dist import console
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+FLAGS = flags.FLAGS
+flags.DEFINE_bool(
+    "debug", False, "On an error, print the Python traceback too (as does --verbosity=1)."
+)
+
+_HELP_FLAGS = ("--help", "-help", "--helpshort", "-helpshort", "-?", "--?")
+
+
+class UserError(Exception):
+    """An error whose message is the whole story for the user (no traceback needed)."""
 
 
 def quiet_tensorflow_logs() -> None:
     """Sets up the console (see `dlss_dist.console`): the tool's own story by default,
     library internals at `--verbosity=1`. Call first in `main`, before TensorFlow loads."""
     console.setup()
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """The exception classes that mean "the user's input or environment", not a bug.
+
+    ValueError: invalid settings and data (the library's convention, gin's unknown
+    bindings); SyntaxError: gin parse errors; OSError: missing files, permissions, a file
+    where a folder is wanted, a full disk; tf.errors.OpError: the same seen through
+    tf.io.gfile and tf.data (NotFound, FailedPrecondition, DataLoss, ...).
+    """
+    types: list[type[BaseException]] = [UserError, ValueError, SyntaxError, OSError]
+    tf = sys.modules.get("tensorflow")  # never import TensorFlow just to classify an error
+    if tf is not None:
+        types.append(tf.errors.OpError)
+    return tuple(types)
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line of text (multi-line messages, e.g. gin's, are joined)."""
+    if isinstance(error, SyntaxError) and not isinstance(error, IndentationError):
+        # Gin's parse errors put the location in attributes, not in the message.
+        # No file name: the --gin_param bindings, parsed as one string, a binding per line.
+        where = f"{error.filename} line" if error.filename else "--gin_param binding"
+        where = f"{where} {error.lineno}"
+        text = (error.text or "").strip()
+        return f"gin syntax error in {where}: {error.msg}" + (f": {text}" if text else "")
+    tf = sys.modules.get("tensorflow")
+    is_op_error = tf is not None and isinstance(error, tf.errors.OpError)
+    message = str(error)
+    if is_op_error:
+        # Drop TensorFlow's graph-function and op decorations around the real message.
+        message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", error.message)
+        message = re.sub(r"\s*\[Op:[^\]]*\](\s*name:\s*\S*)?\s*$", "", message)
+    # Gin adds a line per configurable the error passed through: call stack, not news.
+    lines = [
+        line.strip()
+        for line in message.splitlines()
+        if line.strip() and not line.strip().startswith("In call to configurable")
+    ]
+    if not lines:
+        return type(error).__name__
+    if len(lines) == 1:
+        return lines[0]
+    return f"{lines[0]} ({'; '.join(lines[1:])})"
+
+
+def _show_traceback() -> bool:
+    try:
+        return bool(FLAGS.debug) or FLAGS.verbosity >= 1
+    except flags.UnparsedFlagAccessError:
+        return False
+
+
+def fail(tool: str, message: str, exit_code: int = EXIT_ERROR) -> None:
+    """Prints ``<tool>: error: <message>`` to stderr and exits with `exit_code`."""
+    sys.stderr.write(f"{tool}: error: {message}\n")
+    sys.stderr.flush()
+    sys.exit(exit_code)
+
+
+def _print_help(tool: str, module_name: str) -> None:
+    doc = (sys.modules[module_name].__doc__ or "").strip("\n")
+    key_module = sys.argv[0] if module_name == "__main__" else module_name
+    print(f"{tool}: {doc}\n" if doc else f"USAGE: {tool} [flags]\n")
+    print("flags:")
+    print(FLAGS.module_help(key_module))
+    print("\nTry --helpfull to get a list of all flags (TensorFlow's, absl's, ...).")
+
+
+def _flags_parser(tool: str, module_name: str) -> Callable[[list[str]], list[str]]:
+    """absl flags parser: our own --help, and flag errors as one line with exit 2."""
+
+    def parse(argv: list[str]) -> list[str]:
+        arguments = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
+        if any(argument in _HELP_FLAGS for argument in arguments):
+            _print_help(tool, module_name)
+            sys.exit(0)
+        if any(argument in ("--helpfull", "-helpfull") for argument in arguments):
+            app.usage(writeto_stdout=True)  # absl's list of every flag, but exit 0 (absl: 1)
+            sys.exit(0)
+        try:
+            return FLAGS(argv)
+        except flags.Error as error:
+            fail(tool, f"{one_line(error)} (see {tool} --help)", EXIT_USAGE)
+        return []  # not reached
+
+    return parse
+
+
+def run_tool(tool: str, main: Callable[[Sequence[str]], object], module_name: str) -> None:
+    """Runs `main` under absl with this package's help and error conventions (module doc).
+
+    Args:
+      tool: the console script's name, e.g. ``dlss-upscale``; prefixes every error line.
+      main: the absl main; it gets the arguments left after flag parsing.
+      module_name: ``__name__`` of the module defining the tool's flags; its docstring and
+        flags are what ``--help`` shows.
+    """
+    key_module = sys.argv[0] if module_name == "__main__" else module_name
+    FLAGS.register_key_flag_for_module(key_module, FLAGS["debug"])
+
+    def guarded_main(argv: Sequence[str]) -> object:
+        if len(argv) > 1:
+            fail(tool, f"unexpected arguments {list(argv[1:])} (see {tool} --help)", EXIT_USAGE)
+        try:
+            return main(argv)
+        except app.UsageError as error:
+            _maybe_traceback()
+            fail(tool, f"{one_line(error)} (see {tool} --help)", EXIT_USAGE)
+        except KeyboardInterrupt:
+            _maybe_traceback()
+            fail(tool, "interrupted", EXIT_INTERRUPTED)
+        except _user_error_types() as error:
+            _maybe_traceback()
+            fail(tool, one_line(error), EXIT_ERROR)
+        return None
+
+    app.run(guarded_main, flags_parser=_flags_parser(tool, module_name))
+
+
+def _maybe_traceback() -> None:
+    if _show_traceback():
+        traceback.print_exc()

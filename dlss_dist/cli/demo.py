@@ -5,11 +5,9 @@ dlss-demo --output_dir=demo_output [--overwrite] [--gin_param='train_loop.total_
 
 from __future__ import annotations
 
-import sys
+from absl import flags
 
-from absl import app, flags
-
-from dlss_dist.cli import quiet_tensorflow_logs
+from dlss_dist.cli import quiet_tensorflow_logs, run_tool
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", None, "Where photos, dataset, model, evaluation and report go.")
@@ -20,23 +18,19 @@ flags.mark_flag_as_required("output_dir")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    del argv  # run_tool refuses stray arguments
     quiet_tensorflow_logs()
     from dlss_dist import config, demo
     from dlss_dist.evaluation import evaluate
 
     config.parse_config(FLAGS.gin_file, FLAGS.gin_param)
-    try:
-        report, summary = demo.run_demo(FLAGS.output_dir, overwrite=FLAGS.overwrite)
-    except (FileExistsError, ValueError) as error:
-        sys.exit(f"dlss-demo: {error}")
+    report, summary = demo.run_demo(FLAGS.output_dir, overwrite=FLAGS.overwrite)
     print(evaluate.format_table(summary))
     print(f"\nReport: {report}")
 
 
 def run():
-    app.run(main)
+    run_tool("dlss-demo", main, __name__)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,9 @@ Writes metrics.json, per_image.csv and grids/*.png into --output_dir and prints 
 
 from __future__ import annotations
 
-import sys
+from absl import flags
 
-from absl import app, flags
-
-from dlss_dist.cli import quiet_tensorflow_logs
+from dlss_dist.cli import quiet_tensorflow_logs, run_tool
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "SavedModel folder or export root.")
@@ -29,27 +27,40 @@ flags.DEFINE_integer(
     "Tile side for the model (0: tile only images over the export's limit).",
     lower_bound=0,
 )
+flags.DEFINE_bool(
+    "skip_damaged_records",
+    False,
+    "Evaluate the readable records of a damaged dataset (listed as skipped) instead of stopping.",
+)
 flags.mark_flags_as_required(["model", "data", "output_dir"])
 
 
+@flags.validator("tile")
+def _check_tile(tile: int) -> bool:
+    from dlss_dist import upscale
+
+    try:
+        upscale.validate_tiling(tile, None)
+    except ValueError as error:
+        raise flags.ValidationError(str(error)) from error
+    return True
+
+
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    del argv  # run_tool refuses stray arguments
     quiet_tensorflow_logs()
     from dlss_dist.evaluation import evaluate
 
-    try:
-        summary = evaluate.evaluate(
-            model=FLAGS.model,
-            data=FLAGS.data,
-            output_dir=FLAGS.output_dir,
-            split=FLAGS.split,
-            max_images=FLAGS.max_images,
-            max_grids=FLAGS.max_grids,
-            tile=FLAGS.tile,
-        )
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"dlss-eval: {error}")
+    summary = evaluate.evaluate(
+        model=FLAGS.model,
+        data=FLAGS.data,
+        output_dir=FLAGS.output_dir,
+        split=FLAGS.split,
+        max_images=FLAGS.max_images,
+        max_grids=FLAGS.max_grids,
+        tile=FLAGS.tile,
+        skip_damaged_records=FLAGS.skip_damaged_records,
+    )
     print(
         f"x{summary['scale']} on {summary['num_images']} images of {summary['data']}"
         f" (border crop {summary['border_crop']}, {len(summary['skipped'])} skipped):"
@@ -59,7 +70,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    run_tool("dlss-eval", main, __name__)
 
 
 if __name__ == "__main__":

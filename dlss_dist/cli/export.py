@@ -12,11 +12,10 @@ The SavedModel goes to <export_dir>/<version>/, the folder layout TF Serving wat
 from __future__ import annotations
 
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
 
-from dlss_dist.cli import quiet_tensorflow_logs
+from dlss_dist.cli import quiet_tensorflow_logs, run_tool
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Training model_dir (has operative_config.gin).")
@@ -35,33 +34,37 @@ flags.mark_flags_as_required(["model_dir", "export_dir"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    del argv  # run_tool refuses stray arguments
     quiet_tensorflow_logs()
+    import tensorflow as tf
+
     from dlss_dist import export
     from dlss_dist.training import loop, model_dir
 
-    try:
-        checkpoint = model_dir.resolve_checkpoint(FLAGS.model_dir, FLAGS.checkpoint)
-        version = FLAGS.version
-        if version is None:
-            version = model_dir.checkpoint_step(checkpoint)
-        if version is None:
-            raise ValueError(f"{checkpoint} has no `step` variable: pass --version")
-        generator, scale = model_dir.load_generator(FLAGS.model_dir, checkpoint)
-        path = export.export_generator(
-            generator,
-            os.path.join(FLAGS.export_dir, str(version)),
-            scale=scale,
-            max_input_pixels=FLAGS.max_input_pixels or loop.max_input_pixels_of_run(),
-        )
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"dlss-export: {error}")
+    for flag in ("model_dir", "export_dir"):
+        path = getattr(FLAGS, flag)
+        if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
+            raise ValueError(f"--{flag}={path} is a file, not a folder")
+    if not tf.io.gfile.isdir(FLAGS.model_dir):
+        raise FileNotFoundError(f"--model_dir={FLAGS.model_dir} does not exist")
+    checkpoint = model_dir.resolve_checkpoint(FLAGS.model_dir, FLAGS.checkpoint)
+    version = FLAGS.version
+    if version is None:
+        version = model_dir.checkpoint_step(checkpoint)
+    if version is None:
+        raise ValueError(f"{checkpoint} has no `step` variable: pass --version")
+    generator, scale = model_dir.load_generator(FLAGS.model_dir, checkpoint)
+    path = export.export_generator(
+        generator,
+        os.path.join(FLAGS.export_dir, str(version)),
+        scale=scale,
+        max_input_pixels=FLAGS.max_input_pixels or loop.max_input_pixels_of_run(),
+    )
     print(f"Exported x{scale} generator from {checkpoint} to {path}")
 
 
 def run():
-    app.run(main)
+    run_tool("dlss-export", main, __name__)
 
 
 if __name__ == "__main__":

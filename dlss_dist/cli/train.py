@@ -6,18 +6,18 @@ r"""Trains the super-resolution GAN.
 Flags say where; everything about what is trained is a gin binding. The run resumes from the
 newest checkpoint in --model_dir. Exit codes: 0 done, 1 error (one line `dlss-train: error:
 ...`, including a non-finite loss, a bad setting and a model directory another live run
-holds; the traceback too with -v 1), 130 stopped by SIGINT (Ctrl-C) and 143 stopped by
-SIGTERM, both after saving a checkpoint (a Kubernetes Job restarts the pod; the run resumes).
-A second Ctrl-C exits at once without saving. See docs/training.md.
+holds; the traceback too with -v 1), 2 bad command line, 130 stopped by SIGINT (Ctrl-C)
+and 143 stopped by SIGTERM, both after saving a checkpoint (a Kubernetes Job restarts the
+pod; the run resumes). A second Ctrl-C exits at once without saving. See docs/training.md.
 """
 
 from __future__ import annotations
 
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from dlss_dist.cli import quiet_tensorflow_logs
+from dlss_dist.cli import UserError, quiet_tensorflow_logs, run_tool
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
@@ -29,10 +29,12 @@ flags.register_validator("gin_file", bool, message="give at least one --gin_file
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    del argv  # run_tool refuses stray arguments
     quiet_tensorflow_logs()
+    import tensorflow as tf
+
     from dlss_dist import config, distribute
+    from dlss_dist.data import verify
     from dlss_dist.training import loop
 
     try:
@@ -44,19 +46,12 @@ def main(argv):
     except loop.Preempted as stop:
         logging.warning("%s", stop)
         sys.exit(stop.exit_code)
-    except (
-        loop.NonFiniteLossError,
-        loop.LockHeldError,
-        loop.RunLockLostError,
-        ValueError,
-        SyntaxError,
-        OSError,
-    ) as error:
-        if FLAGS.verbosity >= 1:
-            raise
-        # gin appends "In call to configurable ..." lines; the message itself says it all.
-        message = str(error).split("\n  In call to configurable")[0]
-        sys.exit(f"dlss-train: error: {message}")
+    except tf.errors.DataLossError as error:
+        # tf.data names no file: scan the dataset to name each damaged one, and the fix.
+        raise verify.damage_error(FLAGS.data_dir, error) from error
+    except (loop.NonFiniteLossError, loop.LockHeldError, loop.RunLockLostError) as error:
+        # The last good checkpoint is kept; the message says what to do.
+        raise UserError(str(error)) from error
     if metrics:
         logging.info(
             "Training finished: %s", " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
@@ -64,7 +59,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    run_tool("dlss-train", main, __name__)
 
 
 if __name__ == "__main__":

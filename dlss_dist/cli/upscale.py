@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from dlss_dist.cli import quiet_tensorflow_logs
+from dlss_dist.cli import quiet_tensorflow_logs, run_tool
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "SavedModel folder or export root.")
@@ -40,26 +40,35 @@ flags.DEFINE_integer(
 flags.mark_flags_as_required(["model", "input", "output"])
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    quiet_tensorflow_logs()
+@flags.multi_flags_validator(["tile", "tile_overlap"])
+def _check_tiling(values: dict) -> bool:
     from dlss_dist import upscale
 
     try:
-        upscaler = upscale.SavedModelUpscaler(FLAGS.model)
-        result = upscale.upscale_files(
-            upscaler,
-            FLAGS.input,
-            FLAGS.output,
-            gif=FLAGS.gif,
-            gif_fps=FLAGS.gif_fps,
-            tile=FLAGS.tile,
-            tile_overlap=FLAGS.tile_overlap,
-            interpolate=FLAGS.interpolate,
-        )
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"dlss-upscale: {error}")
+        upscale.validate_tiling(values["tile"], values["tile_overlap"])
+    except ValueError as error:
+        raise flags.ValidationError(str(error)) from error
+    return True
+
+
+def main(argv):
+    del argv  # run_tool refuses stray arguments
+    quiet_tensorflow_logs()
+    from dlss_dist import upscale
+
+    # Checked before the model loads: a wrong --output must not cost a model load.
+    upscale.check_outputs(FLAGS.input, FLAGS.output, gif=FLAGS.gif, interpolate=FLAGS.interpolate)
+    upscaler = upscale.SavedModelUpscaler(FLAGS.model)
+    result = upscale.upscale_files(
+        upscaler,
+        FLAGS.input,
+        FLAGS.output,
+        gif=FLAGS.gif,
+        gif_fps=FLAGS.gif_fps,
+        tile=FLAGS.tile,
+        tile_overlap=FLAGS.tile_overlap,
+        interpolate=FLAGS.interpolate,
+    )
 
     print(f"Wrote {len(result.outputs)} image(s) to {FLAGS.output}")
     if result.gif:
@@ -73,7 +82,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    run_tool("dlss-upscale", main, __name__)
 
 
 if __name__ == "__main__":

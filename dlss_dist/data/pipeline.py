@@ -15,9 +15,10 @@ from collections.abc import Callable
 import gin
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from dlss_dist import imaging
-from dlss_dist.data import schema
+from dlss_dist.data import schema, verify
 
 InputFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
 
@@ -75,6 +76,11 @@ def check_compatible(
 
 def _shard_lengths(manifest: dict, split: str, files: list[str]) -> list[int]:
     """Examples per shard file, as the Beam job recorded them in the manifest."""
+    if "shard_lengths" not in manifest["splits"][split]:
+        raise ValueError(
+            f"manifest.json has no shard_lengths for split {split!r}: it was not written by "
+            "dlss-preprocess (or by an old version); re-create the dataset"
+        )
     lengths = list(manifest["splits"][split]["shard_lengths"])
     if len(lengths) != len(files):
         raise ValueError(
@@ -82,6 +88,63 @@ def _shard_lengths(manifest: dict, split: str, files: list[str]) -> list[int]:
             f"{len(files)} files exist; the dataset is incomplete or was modified."
         )
     return lengths
+
+
+@gin.configurable
+def skip_damaged_records(enabled: bool = False) -> bool:
+    """Whether training skips damaged records (bind ``skip_damaged_records.enabled = True``).
+
+    Off (the default), a split whose files do not match the manifest stops the run with an
+    error naming each damaged file. On, each split is scanned once at start (CRCs, counts),
+    the damage is logged with how many records are lost, and TensorFlow's reader skips the
+    rest of a file from its first bad record (it cannot resynchronise; those records are
+    counted as lost too). Data order stays a function of (seed, step) for the same damage.
+    """
+    if not isinstance(enabled, bool):
+        raise ValueError(f"skip_damaged_records.enabled must be True or False, got {enabled!r}")
+    return enabled
+
+
+def readable_shards(
+    data_dir: str, manifest: dict, split: str, *, skip_damaged: bool
+) -> tuple[list[str], list[int]]:
+    """(shard files, records per file) to read for `split`, after checking them.
+
+    Without `skip_damaged`: a cheap size check against the manifest, raising
+    `verify.DatasetDamagedError` (naming each damaged file and the fix) on any mismatch;
+    lengths are the manifest's. With it: a full scan; files the manifest does not list are
+    left out, and lengths are what TensorFlow's reader can reach in each file.
+    """
+    if not skip_damaged:
+        verify.check_split_sizes(data_dir, manifest, split)
+        files = schema.tfrecord_files(data_dir, split)
+        return files, _shard_lengths(manifest, split, files)
+    reports = [r for r in verify.scan_split(data_dir, split, manifest) if r.expected is not None]
+    reports = [r for r in reports if not r.missing]
+    expected = sum(r.expected for r in reports)
+    damaged = [r.describe() for r in reports if not r.ok]
+    if damaged:
+        lost = expected - sum(r.records for r in reports)
+        unreachable = sum(r.records - r.reachable for r in reports)
+        logging.warning(
+            "Skipping %d of %d records of split %r (skip_damaged_records): %d damaged or "
+            "missing, %d readable but after damage in their file: %s",
+            lost + unreachable,
+            expected,
+            split,
+            lost,
+            unreachable,
+            " | ".join(damaged),
+        )
+    return [r.path for r in reports], [r.reachable for r in reports]
+
+
+def record_reader(skip_damaged: bool) -> Callable[[tf.Tensor], tf.data.Dataset]:
+    """The TFRecord reader for one file: plain, or ending the file at its first damage."""
+    if not skip_damaged:
+        return tf.data.TFRecordDataset
+    # ignore_errors ends a file at its first damaged record: readable_shards counted that.
+    return lambda path: tf.data.TFRecordDataset(path).ignore_errors()
 
 
 def random_paired_crop(
@@ -159,10 +222,11 @@ def make_input_fn(
     """
     manifest = schema.read_manifest(data_dir)
     check_compatible(manifest, scale=scale, hr_patch_size=hr_patch_size, degradation=degradation)
-    files = schema.tfrecord_files(data_dir, split)
-    if not files:
+    if not schema.tfrecord_files(data_dir, split):
         raise ValueError(f"{data_dir} has no examples in split {split!r}.")
-    lengths = _shard_lengths(manifest, split, files)
+    skip_damaged = skip_damaged_records()
+    files, lengths = readable_shards(data_dir, manifest, split, skip_damaged=skip_damaged)
+    read_file = record_reader(skip_damaged)
     if start_step < 0:
         raise ValueError(f"start_step must be >= 0, got {start_step}.")
 
@@ -193,7 +257,7 @@ def make_input_fn(
                 tf.constant(own_files), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
             )
             records = tf.data.Dataset.from_tensor_slices(file_order).interleave(
-                tf.data.TFRecordDataset,
+                read_file,
                 cycle_length=min(cycle_length, len(own_files)),
                 num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True,
@@ -256,5 +320,10 @@ def load_examples(data_dir: str, split: str, count: int) -> list[tuple[np.ndarra
     files = schema.tfrecord_files(data_dir, split)
     if not files or count <= 0:
         return []
-    dataset = tf.data.TFRecordDataset(files).take(count).map(schema.decode_example)
-    return [(example["lr"].numpy(), example["hr"].numpy()) for example in dataset]
+    read_file = record_reader(skip_damaged_records())
+    dataset = tf.data.Dataset.from_tensor_slices(files).flat_map(read_file)
+    dataset = dataset.take(count).map(schema.decode_example)
+    try:
+        return [(example["lr"].numpy(), example["hr"].numpy()) for example in dataset]
+    except tf.errors.DataLossError as error:
+        raise verify.damage_error(data_dir, error) from error

@@ -27,7 +27,7 @@ import tensorflow as tf
 from absl import logging
 
 from dlss_dist import imaging, upscale
-from dlss_dist.data import pipeline, schema
+from dlss_dist.data import pipeline, schema, verify
 from dlss_dist.evaluation import baselines, metrics, pictures
 
 METRICS_FILE = "metrics.json"
@@ -38,7 +38,7 @@ METRIC_NAMES = ("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y")
 
 
 def _dataset_examples(
-    data_dir: str, split: str, scale: int
+    data_dir: str, split: str, scale: int, *, skip_damaged: bool, skipped: list[dict]
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     manifest = schema.read_manifest(data_dir)
     pipeline.check_compatible(
@@ -50,9 +50,23 @@ def _dataset_examples(
         raise ValueError(
             f"split {split!r} of {data_dir} has no examples (splits with examples: {available})"
         )
-    dataset = tf.data.TFRecordDataset(files).map(schema.decode_example)
-    for example in dataset.as_numpy_iterator():
-        yield example["key"].decode(), example["lr"], example["hr"]
+    if skip_damaged:
+        files, _ = pipeline.readable_shards(data_dir, manifest, split, skip_damaged=True)
+    else:
+        verify.check_split_sizes(data_dir, manifest, split)  # names damaged files, cheaply
+    if skip_damaged:
+        for report in verify.scan_split(data_dir, split, manifest):
+            if not report.ok:
+                skipped.append(
+                    {"input": report.path, "reason": "damaged", "message": report.describe()}
+                )
+    read_file = pipeline.record_reader(skip_damaged)
+    dataset = tf.data.Dataset.from_tensor_slices(files).flat_map(read_file)
+    try:
+        for example in dataset.map(schema.decode_example).as_numpy_iterator():
+            yield example["key"].decode(), example["lr"], example["hr"]
+    except tf.errors.DataLossError as error:
+        raise verify.damage_error(data_dir, error) from error
 
 
 def _folder_examples(
@@ -97,6 +111,7 @@ def evaluate(
     max_images: int | None = None,
     max_grids: int = 8,
     tile: int = 0,
+    skip_damaged_records: bool = False,
 ) -> dict:
     """Measures the SavedModel, bicubic and nearest on `data` and writes the reports.
 
@@ -108,6 +123,8 @@ def evaluate(
       max_images: evaluate only the first N images.
       max_grids: write comparison grids for the first N images.
       tile: tile size for the model (0: only images over the export's limit are tiled).
+      skip_damaged_records: evaluate the readable records of a damaged dataset (each damaged
+        file is listed in ``skipped``) instead of stopping with an error naming it.
 
     Returns:
       The metrics.json content::
@@ -123,12 +140,19 @@ def evaluate(
       PSNR in dB, SSIM in [0, 1], means over images; a mean that is infinite (identical
       images) is null.
     """
+    if tf.io.gfile.exists(output_dir) and not tf.io.gfile.isdir(output_dir):
+        raise ValueError(f"--output_dir={output_dir} is a file, not a folder")
+    if not tf.io.gfile.exists(data):
+        raise FileNotFoundError(f"--data={data} does not exist")
+    upscale.validate_tiling(tile, None)
     upscaler = upscale.SavedModelUpscaler(model)
     scale = upscaler.scale
     skipped: list[dict] = []
     is_dataset = tf.io.gfile.exists(os.path.join(data, schema.MANIFEST_FILE))
     if is_dataset:
-        examples = _dataset_examples(data, split, scale)
+        examples = _dataset_examples(
+            data, split, scale, skip_damaged=skip_damaged_records, skipped=skipped
+        )
     elif tf.io.gfile.isdir(data):
         examples = _folder_examples(data, scale, skipped)
     else:

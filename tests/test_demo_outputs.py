@@ -1,0 +1,168 @@
+"""`dlss-demo --overwrite` removes only what a demo run wrote, and a failed run loses nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dlss_dist import demo
+
+
+def fake_stages(output_dir, **settings):
+    """Writes one file into each demo entry, like a (very small) real run."""
+    del settings
+    for name in demo.DEMO_OUTPUTS:
+        path = os.path.join(output_dir, name)
+        if name.endswith(".md"):
+            with open(path, "w") as f:
+                f.write("report\n")
+        else:
+            os.makedirs(path)
+            with open(os.path.join(path, "written.txt"), "w") as f:
+                f.write(name)
+    return os.path.join(output_dir, "report.md"), {"ok": True}
+
+
+def failing_stages(output_dir, **settings):
+    os.makedirs(os.path.join(output_dir, "photos"))
+    with open(os.path.join(output_dir, "photos", "half.png"), "w") as f:
+        f.write("partial")
+    raise ValueError("train_loop.total_steps must be >= 1, got 0.")
+
+
+def run(output_dir, monkeypatch, stages=fake_stages, **kwargs):
+    monkeypatch.setattr(demo, "_run_stages", stages)
+    return demo.run_demo(str(output_dir), scale=2, **kwargs)
+
+
+def snapshot(folder) -> dict[str, str]:
+    result = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                result[os.path.relpath(path, folder)] = f.read().decode(errors="replace")
+    return result
+
+
+def test_a_run_records_what_it_wrote(tmp_path, monkeypatch):
+    run(tmp_path, monkeypatch)
+    manifest = json.loads((tmp_path / demo.MANIFEST_FILE).read_text())
+    assert manifest["complete"] and "photos/written.txt" in manifest["files"]
+    assert "report.md" in manifest["files"]
+
+
+def test_overwrite_replaces_a_previous_run_and_keeps_the_users_files(tmp_path, monkeypatch):
+    (tmp_path / "my_notes.txt").write_text("mine")
+    run(tmp_path, monkeypatch)
+    with pytest.raises(FileExistsError, match="pass --overwrite"):
+        run(tmp_path, monkeypatch)
+    run(tmp_path, monkeypatch, overwrite=True)
+    assert (tmp_path / "my_notes.txt").read_text() == "mine"
+    assert not (tmp_path / demo.PREVIOUS_DIR).exists()
+
+
+def test_overwrite_refuses_folders_the_demo_did_not_write(tmp_path, monkeypatch):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "holiday.jpg").write_text("a user's photo")
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match="photos in .* were not written by dlss-demo"):
+        run(tmp_path, monkeypatch, overwrite=True)
+    assert snapshot(tmp_path) == before
+
+
+def test_overwrite_refuses_a_users_file_added_to_a_demo_folder(tmp_path, monkeypatch):
+    run(tmp_path, monkeypatch)
+    (tmp_path / "photos" / "holiday.jpg").write_text("a user's photo")
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"photos/holiday\.jpg"):
+        run(tmp_path, monkeypatch, overwrite=True)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_failed_run_restores_the_previous_one(tmp_path, monkeypatch):
+    run(tmp_path, monkeypatch)
+    (tmp_path / "my_notes.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match="total_steps"):
+        run(tmp_path, monkeypatch, stages=failing_stages, overwrite=True)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_failed_first_run_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
+    (tmp_path / "my_notes.txt").write_text("mine")
+    with pytest.raises(ValueError):
+        run(tmp_path, monkeypatch, stages=failing_stages)
+    assert snapshot(tmp_path) == {"my_notes.txt": "mine"}
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"patches_per_image": 0}, "run_demo.patches_per_image must be a positive integer"),
+        ({"split_ratios": (float("nan"), 1, 1)}, "run_demo.split_ratios must be three finite"),
+        ({"split_ratios": (0, 1, 1)}, "with train > 0"),
+        ({"dataset_hr_size": 127}, "not divisible by run_demo.scale"),
+    ],
+)
+def test_bad_settings_fail_before_anything_is_touched(tmp_path, monkeypatch, settings, message):
+    run(tmp_path, monkeypatch)
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        run(tmp_path, monkeypatch, overwrite=True, **settings)
+    assert snapshot(tmp_path) == before
+
+
+def test_cli_bad_setting_is_one_line_and_the_users_photos_survive(tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "holiday.jpg").write_text("a user's photo")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dlss_dist.cli.demo",
+            f"--output_dir={tmp_path}",
+            "--overwrite",
+        ],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("dlss-demo: error: --overwrite refused: photos"), result.stderr
+    assert "Traceback" not in result.stderr
+    assert (tmp_path / "photos" / "holiday.jpg").read_text() == "a user's photo"
+
+
+def legacy_run(folder) -> None:
+    """What a demo run wrote before it kept a record."""
+    for name, photos in (
+        ("photos", demo.TRAINING_PHOTOGRAPHS),
+        ("held_out", demo.HELD_OUT_PHOTOGRAPHS),
+    ):
+        (folder / name).mkdir()
+        for photo in photos:
+            (folder / name / f"{photo}.png").write_text(photo)
+    for name in ("dataset", "model", "evaluation"):
+        (folder / name).mkdir()
+    (folder / "report.md").write_text("# dlss_dist demo report\n")
+
+
+def test_an_unrecorded_earlier_demo_run_is_recognised(tmp_path, monkeypatch):
+    legacy_run(tmp_path)
+    run(tmp_path, monkeypatch, overwrite=True)
+    assert (tmp_path / "photos" / "written.txt").exists()
+
+
+def test_an_unrecorded_run_with_a_users_photo_is_refused(tmp_path, monkeypatch):
+    legacy_run(tmp_path)
+    (tmp_path / "photos" / "holiday.jpg").write_text("a user's photo")
+    with pytest.raises(ValueError, match="were not written by dlss-demo"):
+        run(tmp_path, monkeypatch, overwrite=True)
+    assert (tmp_path / "photos" / "holiday.jpg").exists()
