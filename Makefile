@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 EXTRAS ?= cpu,demo,test
 
-.PHONY: test demo lint format bench clean
+.PHONY: test demo lint format bench clean photos
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,15 @@ test: lint
 demo: $(STAMP)
 	$(BIN)/dlss-demo --output_dir=demo_output --overwrite
 
+# Real photographs without downloads (docs/real-world.md): Debian's lomiri-wallpapers-16.04
+# (CC-BY / CC-BY-SA / CC0), downscaled 4x into photos/{train,test}/ with a licence manifest.
+# Needs root (or sudo) for apt-get; `make test` never needs it.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+photos: $(STAMP)
+	test -f /usr/share/doc/lomiri-wallpapers-16.04/copyright || \
+	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends lomiri-wallpapers-16.04; }
+	$(BIN)/python -m dlss_dist.photos --output_dir=photos
+
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
@@ -36,4 +45,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/serve.py
 
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo_output photos .pytest_cache .ruff_cache

@@ -296,7 +296,8 @@ class DegradationStage:
       generalized_beta_range: generalized Gaussian shape; half the draws are below 1.
       plateau_beta_range: plateau shape.
       resize_probs: probabilities of (up, down, keep).
-      resize_range: (smallest down factor, largest up factor); first 0.15-1.5, second 0.3-1.2.
+      resize_range: (smallest down factor, largest up factor); first 0.15-1.5 (of the HR
+        size), second 0.3-1.2 (of the LR size).
       gaussian_noise_prob: Gaussian noise, else Poisson noise.
       noise_sigma_range: Gaussian noise std in 8-bit levels; first 1-30, second 1-25.
       poisson_scale_range: Poisson noise multiplier; first 0.05-3, second 0.05-2.5.
@@ -390,7 +391,11 @@ def random_kernel(draws: _Draws, stage: DegradationStage) -> tf.Tensor:
 def _apply_stage(
     image: tf.Tensor, draws: _Draws, stage: DegradationStage, *, base_height, base_width
 ) -> tf.Tensor:
-    """Blur, resize relative to (base_height, base_width), noise, JPEG."""
+    """Blur, resize relative to (base_height, base_width), noise, JPEG.
+
+    The first stage resizes relative to the HR size, the second relative to the LR size
+    (as Real-ESRGAN does), so the second stage's noise and JPEG act at about LR scale.
+    """
     kernel = random_kernel(draws, stage)
     blurred = filter2d(image, kernel)
     image = tf.where(draws.bernoulli(stage.blur_prob), blurred, image)
@@ -481,8 +486,8 @@ class RealWorldDegradation:
                 image,
                 _Draws(second_seed),
                 self.second,
-                base_height=out_height * self.scale,
-                base_width=out_width * self.scale,
+                base_height=out_height,
+                base_width=out_width,
             ),
             lambda: image,
         )
