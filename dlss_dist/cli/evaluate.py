@@ -5,6 +5,8 @@ r"""Measures an exported generator against bicubic and nearest-neighbour upscali
 
 --data is a dataset written by dlss-preprocess (its LR images are used; its degradation and
 scale must match) or a folder of HR images (LR made with the same bicubic degradation).
+--degradation=realistic makes each LR from its HR with fixed blur, noise and JPEG instead
+(deterministic per image; docs/real-world.md), recorded in metrics.json.
 Writes metrics.json, per_image.csv and grids/*.png into --output_dir and prints the table.
 """
 
@@ -29,6 +31,12 @@ flags.DEFINE_integer(
     "Tile side for the model (0: tile only images over the export's limit).",
     lower_bound=0,
 )
+flags.DEFINE_enum(
+    "degradation",
+    "bicubic",
+    ["bicubic", "realistic"],
+    "Named evaluation degradation making LR from HR (docs/real-world.md).",
+)
 flags.mark_flags_as_required(["model", "data", "output_dir"])
 
 
@@ -47,12 +55,14 @@ def main(argv):
             max_images=FLAGS.max_images,
             max_grids=FLAGS.max_grids,
             tile=FLAGS.tile,
+            degradation=FLAGS.degradation,
         )
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"dlss-eval: {error}")
     print(
         f"x{summary['scale']} on {summary['num_images']} images of {summary['data']}"
-        f" (border crop {summary['border_crop']}, {len(summary['skipped'])} skipped):"
+        f" (LR: {summary['degradation']}, border crop {summary['border_crop']},"
+        f" {len(summary['skipped'])} skipped):"
     )
     print(evaluate.format_table(summary))
     print(f"Wrote {FLAGS.output_dir}/{evaluate.METRICS_FILE}")
