@@ -135,3 +135,20 @@ def test_online_configs_are_checked_against_the_dataset(train_dataset):
     )
     ((lr, hr),) = _batches(x4, 1)
     assert lr.shape == (4, 8, 8, 3) and hr.shape == (4, 32, 32, 3)
+
+
+@pytest.mark.parametrize("name", ["realworld_x4.gin", "realworld_x4_gpu.gin"])
+def test_real_world_configs_build_their_degradation(name):
+    import gin
+
+    from dlss_dist import config
+
+    gin.clear_config()
+    try:
+        config.parse_config([name])
+        degrade = gin.query_parameter("make_input_fn.online_degradation").scoped_configurable_fn()
+        assert degrade.scale == gin.query_parameter("%SCALE") == 4
+        lr = degrade(tf.zeros([64, 64, 3], tf.uint8), [0, 1])
+        assert lr.shape == (16, 16, 3)
+    finally:
+        gin.clear_config()
