@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 EXTRAS ?= cpu,demo,test
 
-.PHONY: test demo lint format bench clean photos
+.PHONY: test demo lint format bench clean photos realworld
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,22 @@ photos: $(STAMP)
 	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends lomiri-wallpapers-16.04; }
 	$(BIN)/python -m dlss_dist.photos --output_dir=photos
 
+# The real-world x4 CPU recipe end to end (docs/real-world.md, about an hour on 2 busy cores):
+# the real-world model and its bicubic-trained control, both evaluated on the held-out
+# photographs under the `realistic` and `bicubic` evaluation degradations.
+RW := realworld_output
+realworld: photos
+	rm -rf $(RW)/dataset
+	$(BIN)/dlss-preprocess --source=folder --input_dir=photos/train --output_dir=$(RW)/dataset \
+	  --scale=4 --hr_size=128 --patches_per_image=64 --split_ratios=0.9,0.1,0
+	for m in realworld_x4 realworld_x4_bicubic_baseline; do \
+	  $(BIN)/dlss-train --gin_file=$$m.gin --model_dir=$(RW)/$$m --data_dir=$(RW)/dataset || exit 1; \
+	  for d in realistic bicubic; do \
+	    $(BIN)/dlss-eval --model=$(RW)/$$m/export --data=photos/test --degradation=$$d \
+	      --output_dir=$(RW)/eval_$${m}_$$d || exit 1; \
+	  done; \
+	done
+
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
@@ -45,4 +61,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/serve.py
 
 clean:
-	rm -rf $(VENV) demo_output photos .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo_output photos realworld_output .pytest_cache .ruff_cache
