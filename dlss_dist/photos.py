@@ -4,7 +4,7 @@ r"""Real photographs without downloads: a Debian package's photos as a DIV2K-sty
 computer-generated gradient, which is skipped; 1365x1074 to 5312x2988, CC-BY-4.0 /
 CC-BY-SA-4.0 / CC0-1.0, licences in the package's DEP-5 copyright file) and runs::
 
-  python -m dlss_dist.photos --output_dir=photos
+  python -m dlss_dist.cli.photos --output_dir=photos
 
 which writes
 
@@ -27,9 +27,8 @@ import json
 import os
 import re
 import subprocess
-import sys
 
-from absl import app, flags, logging
+from absl import logging
 from PIL import Image
 
 from dlss_dist import imaging
@@ -180,33 +179,3 @@ def build(
     with open(os.path.join(output_dir, ATTRIBUTION_FILE), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     return manifest
-
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("output_dir", "photos", "Where train/, test/ and photos.json go.")
-flags.DEFINE_string("source_dir", SOURCE_DIR, "The installed package's photographs.")
-flags.DEFINE_string("copyright_file", COPYRIGHT_FILE, "The package's DEP-5 copyright file.")
-flags.DEFINE_integer("downscale", 4, "Reduction factor applied to each photograph.", lower_bound=1)
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    try:
-        manifest = build(
-            FLAGS.output_dir,
-            source_dir=FLAGS.source_dir,
-            copyright_file=FLAGS.copyright_file,
-            downscale=FLAGS.downscale,
-        )
-    except (FileNotFoundError, ValueError) as error:
-        sys.exit(f"photos: {error}")
-    counts = {s: sum(r["split"] == s for r in manifest["photos"]) for s in ("train", "test")}
-    print(
-        f"Wrote {counts['train']} training and {counts['test']} held-out photographs to "
-        f"{FLAGS.output_dir} (licences in {MANIFEST_FILE} and {ATTRIBUTION_FILE})"
-    )
-
-
-if __name__ == "__main__":
-    app.run(main)
