@@ -13,7 +13,7 @@ SERVING_TF    ?= 2.20.*
 SERVING_VENV  := .venv-serving
 SERVING_STAMP := $(SERVING_VENV)/.installed-$(subst *,x,$(SERVING_TF))
 
-.PHONY: test demo lint format bench clean serving-env
+.PHONY: test demo lint format bench clean serving-env photos realworld
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,31 @@ test: lint serving-env
 demo: $(STAMP)
 	$(BIN)/dlss-demo --output_dir=demo_output --overwrite
 
+# Real photographs without downloads (docs/real-world.md): Debian's lomiri-wallpapers-16.04
+# (CC-BY / CC-BY-SA / CC0), downscaled 4x into photos/{train,test}/ with a licence manifest.
+# Needs root (or sudo) for apt-get; `make test` never needs it.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+photos: $(STAMP)
+	test -f /usr/share/doc/lomiri-wallpapers-16.04/copyright || \
+	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends lomiri-wallpapers-16.04; }
+	$(BIN)/python -m dlss_dist.cli.photos --output_dir=photos
+
+# The real-world x4 CPU recipe end to end (docs/real-world.md, about an hour on 2 busy cores):
+# the real-world model and its bicubic-trained control, both evaluated on the held-out
+# photographs under the `realistic` and `bicubic` evaluation degradations.
+RW := realworld_output
+realworld: photos
+	rm -rf $(RW)/dataset
+	$(BIN)/dlss-preprocess --source=folder --input_dir=photos/train --output_dir=$(RW)/dataset \
+	  --scale=4 --hr_size=128 --patches_per_image=64 --split_ratios=0.9,0.1,0
+	for m in realworld_x4 realworld_x4_bicubic_baseline; do \
+	  $(BIN)/dlss-train --gin_file=$$m.gin --model_dir=$(RW)/$$m --data_dir=$(RW)/dataset || exit 1; \
+	  for d in realistic bicubic; do \
+	    $(BIN)/dlss-eval --model=$(RW)/$$m/export --data=photos/test --degradation=$$d \
+	      --output_dir=$(RW)/eval_$${m}_$$d || exit 1; \
+	  done; \
+	done
+
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
@@ -51,4 +76,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/serve.py
 
 clean:
-	rm -rf $(VENV) $(SERVING_VENV) demo_output .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SERVING_VENV) demo_output photos realworld_output .pytest_cache .ruff_cache

@@ -5,6 +5,8 @@ r"""Measures an exported generator against bicubic and nearest-neighbour upscali
 
 --data is a dataset written by dlss-preprocess (its LR images are used; its degradation and
 scale must match) or a folder of HR images (LR made with the same bicubic degradation).
+--degradation=realistic makes each LR from its HR with fixed blur, noise and JPEG instead
+(deterministic per image; docs/real-world.md), recorded in metrics.json.
 Writes metrics.json, per_image.csv and grids/*.png into --output_dir and prints the table.
 """
 
@@ -31,6 +33,12 @@ flags.DEFINE_bool(
     "skip_damaged_records",
     False,
     "Evaluate the readable records of a damaged dataset (listed as skipped) instead of stopping.",
+)
+flags.DEFINE_enum(
+    "degradation",
+    "bicubic",
+    ["bicubic", "realistic"],
+    "Named evaluation degradation making LR from HR (docs/real-world.md).",
 )
 flags.mark_flags_as_required(["model", "data", "output_dir"])
 
@@ -60,10 +68,12 @@ def main(argv):
         max_grids=FLAGS.max_grids,
         tile=FLAGS.tile,
         skip_damaged_records=FLAGS.skip_damaged_records,
+        degradation=FLAGS.degradation,
     )
     print(
         f"x{summary['scale']} on {summary['num_images']} images of {summary['data']}"
-        f" (border crop {summary['border_crop']}, {len(summary['skipped'])} skipped):"
+        f" (LR: {summary['degradation']}, border crop {summary['border_crop']},"
+        f" {len(summary['skipped'])} skipped):"
     )
     print(evaluate.format_table(summary))
     print(f"Wrote {FLAGS.output_dir}/{evaluate.METRICS_FILE}")

@@ -6,6 +6,10 @@ iterators are not checkpointable). Each epoch shuffles files and records with a 
 from (seed, epoch), and every example's crop and flip come from a stateless seed derived from
 (seed, input pipeline, epoch, position in epoch). To resume at step `s`, the pipeline starts
 at the epoch that step falls in and skips the raw (still encoded) records already consumed.
+
+With `make_input_fn.online_degradation` set (a `degradations.RealWorldDegradation`), the
+stored LR is not read: each HR crop is degraded on the fly with a seed folded from the same
+per-example seed, so every epoch sees new LR for the same HR and resume stays exact.
 """
 
 from __future__ import annotations
@@ -33,6 +37,18 @@ def to_uint8(image: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.round(tf.clip_by_value((image + 1.0) * 127.5, 0.0, 255.0)), tf.uint8)
 
 
+ONLINE = "online"  # what `supported_degradations` lists for LR made on the fly from HR
+
+
+def supported_degradations(manifest: dict) -> tuple[str, ...]:
+    """The LR sources a dataset can feed: its stored LR's degradation, and online ones.
+
+    Every dataset stores whole HR images, so any online degradation (which needs only HR)
+    is supported; the stored LR is the one named in the manifest (the bicubic one).
+    """
+    return (manifest.get("degradation"), ONLINE)
+
+
 def check_compatible(
     manifest: dict,
     *,
@@ -40,6 +56,7 @@ def check_compatible(
     degradation: str | None,
     hr_patch_size: int | None = None,
     consumer: str = "the config",
+    online_degradation=None,
 ) -> None:
     """Raises ValueError when a dataset cannot feed a config or a model; the one such check
     (training's input pipeline, train_loop and dlss-eval all call it).
@@ -50,13 +67,18 @@ def check_compatible(
       degradation: the LR-making function the consumer expects (None accepts any).
       hr_patch_size: the config's HR training crop, in pixels (None: not training).
       consumer: named in messages, e.g. "the config" or "the model".
+      online_degradation: the config's online degradation (None: the stored LR is used);
+        it needs only the dataset's HR images, so the stored LR's scale and name do not
+        matter then.
     """
-    if manifest.get("scale") != scale:
+    if online_degradation is not None:
+        _check_online(manifest, scale=scale, online=online_degradation)
+    elif manifest.get("scale") != scale:
         raise ValueError(
             f"The dataset was made with scale {manifest.get('scale')} but {consumer} upscales "
             f"x{scale}: use a dataset made with dlss-preprocess --scale={scale}."
         )
-    if degradation is not None and manifest.get("degradation") != degradation:
+    elif degradation is not None and manifest.get("degradation") != degradation:
         raise ValueError(
             f"The dataset's LR images come from degradation {manifest.get('degradation')!r} "
             f"but {consumer} expects {degradation!r}; results would not be comparable. "
@@ -72,6 +94,27 @@ def check_compatible(
         raise ValueError(
             f"hr_patch_size={hr_patch_size} is larger than the dataset's images ({hr_size}px)."
         )
+
+
+def _check_online(manifest: dict, *, scale: int, online) -> None:
+    """Online LR needs only the dataset's HR images, at the config's scale."""
+    if ONLINE not in supported_degradations(manifest):
+        raise ValueError("The dataset does not support online degradations.")
+    if getattr(online, "scale", scale) != scale:
+        raise ValueError(
+            f"make_input_fn.online_degradation degrades by {online.scale}x but the config "
+            f"trains scale {scale}: bind RealWorldDegradation.scale = %SCALE."
+        )
+
+
+def random_hr_crop(hr: tf.Tensor, *, hr_patch_size: int, seed: tf.Tensor) -> tf.Tensor:
+    """A random ``hr_patch_size`` square of an HR image (for online degradation)."""
+    tf.debugging.assert_greater_equal(
+        tf.reduce_min(tf.shape(hr)[:2]),
+        hr_patch_size,
+        message=f"an example is smaller than the {hr_patch_size}px HR crop",
+    )
+    return tf.image.stateless_random_crop(hr, [hr_patch_size, hr_patch_size, 3], seed)
 
 
 def _shard_lengths(manifest: dict, split: str, files: list[str]) -> list[int]:
@@ -196,6 +239,7 @@ def make_input_fn(
     scale: int = gin.REQUIRED,
     hr_patch_size: int = gin.REQUIRED,
     degradation: str | None = imaging.DEGRADATION,
+    online_degradation: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
     seed: int = 0,
     augment: bool = True,
     shuffle_buffer: int = 1024,
@@ -210,7 +254,11 @@ def make_input_fn(
       global_batch_size: examples per step over all replicas.
       scale: the super-resolution factor; must equal the dataset's.
       hr_patch_size: side of the random HR training crop, in pixels.
-      degradation: the LR-making function the dataset must have used (None: any).
+      degradation: the LR-making function the dataset must have used (None: any);
+        not checked when `online_degradation` is set, since the stored LR is not read.
+      online_degradation: makes each LR from its HR crop in the pipeline, called as
+        ``f(hr_uint8, seed) -> lr_uint8`` (e.g. ``@RealWorldDegradation()``); None uses
+        the dataset's stored LR.
       seed: data-order seed.
       augment: apply random flips and 90-degree rotations.
       shuffle_buffer: records permuted together (a block shuffle) within an epoch.
@@ -221,7 +269,13 @@ def make_input_fn(
       batches `(lr, hr)`, float32 in [-1, 1].
     """
     manifest = schema.read_manifest(data_dir)
-    check_compatible(manifest, scale=scale, hr_patch_size=hr_patch_size, degradation=degradation)
+    check_compatible(
+        manifest,
+        scale=scale,
+        hr_patch_size=hr_patch_size,
+        degradation=degradation,
+        online_degradation=online_degradation,
+    )
     if not schema.tfrecord_files(data_dir, split):
         raise ValueError(f"{data_dir} has no examples in split {split!r}.")
     skip_damaged = skip_damaged_records()
@@ -288,6 +342,8 @@ def make_input_fn(
             crop_seed, flip_seed = tf.unstack(
                 tf.random.experimental.stateless_split(seed_tensor, 2)
             )
+            if online_degradation is not None:
+                return degrade_online(example["hr"], seed_tensor, crop_seed, flip_seed)
             lr, hr = random_paired_crop(
                 example["lr"],
                 example["hr"],
@@ -297,6 +353,16 @@ def make_input_fn(
             )
             if augment:
                 lr, hr = random_dihedral(lr, hr, seed=flip_seed)
+            return to_float(lr), to_float(hr)
+
+        def degrade_online(full_hr, seed_tensor, crop_seed, flip_seed):
+            hr = random_hr_crop(full_hr, hr_patch_size=hr_patch_size, seed=crop_seed)
+            if augment:
+                hr, _ = random_dihedral(hr, hr, seed=flip_seed)
+            # Folded, not split, so the crop and flip seeds stay what they were.
+            degrade_seed = tf.random.experimental.stateless_fold_in(seed_tensor, 2)
+            lr = online_degradation(hr, degrade_seed)
+            lr.set_shape([hr_patch_size // scale, hr_patch_size // scale, 3])
             return to_float(lr), to_float(hr)
 
         dataset = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max)

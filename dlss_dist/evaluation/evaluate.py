@@ -3,7 +3,10 @@
 The library behind ``dlss-eval``. Data is either a dataset written by ``dlss-preprocess``
 (its LR images are used as they are, after checking the dataset's degradation and scale) or
 a plain folder of HR images (cropped to a multiple of the scale, LR made with
-`dlss_dist.imaging.degrade_bicubic`, the same function the Beam job uses).
+`dlss_dist.imaging.degrade_bicubic`, the same function the Beam job uses). ``degradation``
+selects a named evaluation degradation (`dlss_dist.degradations.EVALUATION_DEGRADATIONS`:
+``bicubic``, or ``realistic`` = blur + bicubic + noise + JPEG, deterministic per image key);
+any other than ``bicubic`` makes LR from the HR images, for datasets too.
 
 Outputs in ``output_dir``:
 
@@ -26,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from dlss_dist import imaging, upscale
+from dlss_dist import degradations, imaging, upscale
 from dlss_dist.data import pipeline, schema, verify
 from dlss_dist.evaluation import baselines, metrics, pictures
 
@@ -35,6 +38,16 @@ PER_IMAGE_FILE = "per_image.csv"
 GRIDS_DIR = "grids"
 METHODS = ("model", "bicubic", "nearest")
 METRIC_NAMES = ("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y")
+
+
+def _degraded(
+    examples: Iterator[tuple[str, np.ndarray, np.ndarray]],
+    degradation: degradations.EvaluationDegradation,
+    scale: int,
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """Replaces each example's LR with the named degradation of its HR."""
+    for key, _, hr in examples:
+        yield key, degradation(hr, scale, key=key), hr
 
 
 def _dataset_examples(
@@ -112,6 +125,7 @@ def evaluate(
     max_grids: int = 8,
     tile: int = 0,
     skip_damaged_records: bool = False,
+    degradation: str = "bicubic",
 ) -> dict:
     """Measures the SavedModel, bicubic and nearest on `data` and writes the reports.
 
@@ -125,13 +139,17 @@ def evaluate(
       tile: tile size for the model (0: only images over the export's limit are tiled).
       skip_damaged_records: evaluate the readable records of a damaged dataset (each damaged
         file is listed in ``skipped``) instead of stopping with an error naming it.
+      degradation: named evaluation degradation making LR from HR (``bicubic``: the
+        dataset's stored LR, or bicubic for folders; ``realistic``: see degradations.py).
 
     Returns:
       The metrics.json content::
 
         {"model": ".../export/2000", "data": "...", "source": "dataset"|"folder",
          "split": "test"|null, "scale": 4, "border_crop": 4,
-         "degradation": "bicubic_matlab_antialias", "num_images": 10,
+         "degradation": "bicubic_matlab_antialias" | "realistic",
+         "degradation_spec": {"name", "blur", "downscale", "noise", "jpeg_quality"},
+         "num_images": 10,
          "skipped": [{"input", "reason", "message"}, ...],
          "metrics": {"model":   {"psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y"},
                      "bicubic": {...}, "nearest": {...}},
@@ -145,6 +163,7 @@ def evaluate(
     if not tf.io.gfile.exists(data):
         raise FileNotFoundError(f"--data={data} does not exist")
     upscale.validate_tiling(tile, None)
+    named = degradations.evaluation_degradation(degradation)
     upscaler = upscale.SavedModelUpscaler(model)
     scale = upscaler.scale
     skipped: list[dict] = []
@@ -157,6 +176,8 @@ def evaluate(
         examples = _folder_examples(data, scale, skipped)
     else:
         raise FileNotFoundError(f"--data={data} is neither a dataset nor a folder of images")
+    if named.name != "bicubic":
+        examples = _degraded(examples, named, scale)
 
     tf.io.gfile.makedirs(os.path.join(output_dir, GRIDS_DIR))
     minimum = metrics.SSIM_WINDOW + 2 * scale  # SSIM needs 11x11 after the border crop
@@ -221,7 +242,8 @@ def evaluate(
         "split": split if is_dataset else None,
         "scale": scale,
         "border_crop": scale,
-        "degradation": imaging.DEGRADATION,
+        "degradation": imaging.DEGRADATION if named.name == "bicubic" else named.name,
+        "degradation_spec": named.spec(),
         "num_images": len(rows),
         "skipped": skipped,
         "metrics": {
