@@ -7,6 +7,11 @@ The generator is rebuilt from <model_dir>/operative_config.gin and restored from
 checkpoint (or --checkpoint); the EMA weights are exported when the checkpoint has them.
 The SavedModel goes to <export_dir>/<version>/, the folder layout TF Serving watches
 (version: --version, else the checkpoint's training step).
+
+  dlss-export --model_dir=DIR --export_dir=OUT --format=savedmodel,onnx,tflite
+
+--format also writes <export_dir>/<version>/model.onnx (ONNX Runtime, TensorRT) and
+model.tflite + model_fp16.tflite (LiteRT); see docs/export-and-serving-formats.md.
 """
 
 from __future__ import annotations
@@ -28,6 +33,12 @@ flags.DEFINE_integer("version", None, "Version folder name (default: the checkpo
 flags.DEFINE_integer(
     "max_input_pixels", 4_000_000, "Largest input H*W the SavedModel accepts.", lower_bound=1
 )
+flags.DEFINE_list(
+    "format", ["savedmodel"], "Comma-separated formats to write: savedmodel, onnx, tflite."
+)
+flags.DEFINE_integer("onnx_opset", 17, "ONNX opset for --format=onnx.", lower_bound=13)
+flags.DEFINE_enum("onnx_layout", "nhwc", ["nhwc", "nchw"], "ONNX input/output layout.")
+flags.DEFINE_list("tflite_variants", ["float32", "float16"], "TFLite variants to write.")
 flags.mark_flags_as_required(["model_dir", "export_dir"])
 
 
@@ -35,8 +46,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     quiet_tensorflow_logs()
-    from dlss_dist import export
+    from dlss_dist import export, exporters
 
+    written = {}
     try:
         checkpoint = export.resolve_checkpoint(FLAGS.model_dir, FLAGS.checkpoint)
         version = FLAGS.version
@@ -44,16 +56,29 @@ def main(argv):
             version = export.checkpoint_step(checkpoint)
         if version is None:
             raise ValueError(f"{checkpoint} has no `step` variable: pass --version")
+        if not set(FLAGS.format) <= set(exporters.FORMATS):
+            raise ValueError(f"--format={FLAGS.format}: choose from {list(exporters.FORMATS)}")
         generator, scale = export.load_generator(FLAGS.model_dir, checkpoint)
-        path = export.export_generator(
-            generator,
-            os.path.join(FLAGS.export_dir, str(version)),
-            scale=scale,
-            max_input_pixels=FLAGS.max_input_pixels,
+        version_dir = os.path.join(FLAGS.export_dir, str(version))
+        if "savedmodel" in FLAGS.format:
+            written["SavedModel"] = export.export_generator(
+                generator, version_dir, scale=scale, max_input_pixels=FLAGS.max_input_pixels
+            )
+        written.update(
+            exporters.export_files(
+                generator,
+                version_dir,
+                scale=scale,
+                formats=FLAGS.format,
+                onnx_opset=FLAGS.onnx_opset,
+                onnx_layout=FLAGS.onnx_layout,
+                tflite_variants=tuple(FLAGS.tflite_variants),
+            )
         )
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, ImportError) as error:
         sys.exit(f"dlss-export: {error}")
-    print(f"Exported x{scale} generator from {checkpoint} to {path}")
+    for kind, path in written.items():
+        print(f"Exported x{scale} generator from {checkpoint} to {path} ({kind})")
 
 
 def run():
