@@ -161,13 +161,26 @@ def test_folder_of_videos_lists_broken_ones_with_the_other_failures(upscaler, tm
     (folder / "c_truncated.mov").write_bytes(Path(truncated).read_bytes()[:400])
     (folder / "d_text.mkv").write_text("not a video")
     (folder / "e_photo.png").write_bytes(b"")  # images keep failing the way they did
+    with av.open(str(folder / "f_audio_only.mkv"), "w") as container:
+        audio = container.add_stream("pcm_s16le", rate=8000)
+        tone = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        tone.sample_rate = 8000
+        container.mux(audio.encode(tone))
+        container.mux(audio.encode(None))
     output_dir = tmp_path / "out"
     result = upscale.upscale_files(upscaler, [str(folder)], str(output_dir))
 
     assert result.videos == [str(output_dir / "a_clip.mp4")]
     assert video.probe(result.videos[0]).frames == 5
     failed = {os.path.basename(f["input"]): f["reason"] for f in result.failures}
-    assert set(failed) == {"b_broken.mp4", "c_truncated.mov", "d_text.mkv", "e_photo.png"}
+    assert set(failed) == {
+        "b_broken.mp4",
+        "c_truncated.mov",
+        "d_text.mkv",
+        "e_photo.png",
+        "f_audio_only.mkv",
+    }
+    assert failed["f_audio_only.mkv"] == "no_video_stream"
     assert failed["b_broken.mp4"] == failed["d_text.mkv"] == "unreadable_video"
     messages = {os.path.basename(f["input"]): f["message"] for f in result.failures}
     assert "b_broken.mp4: not a readable video" in messages["b_broken.mp4"]
