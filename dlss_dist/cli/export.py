@@ -50,14 +50,14 @@ def main(argv):
 
     written = {}
     try:
+        if not FLAGS.format or not set(FLAGS.format) <= set(exporters.FORMATS):
+            raise ValueError(f"--format={FLAGS.format}: choose from {list(exporters.FORMATS)}")
         checkpoint = export.resolve_checkpoint(FLAGS.model_dir, FLAGS.checkpoint)
         version = FLAGS.version
         if version is None:
             version = export.checkpoint_step(checkpoint)
         if version is None:
             raise ValueError(f"{checkpoint} has no `step` variable: pass --version")
-        if not set(FLAGS.format) <= set(exporters.FORMATS):
-            raise ValueError(f"--format={FLAGS.format}: choose from {list(exporters.FORMATS)}")
         generator, scale = export.load_generator(FLAGS.model_dir, checkpoint)
         version_dir = os.path.join(FLAGS.export_dir, str(version))
         if "savedmodel" in FLAGS.format:
