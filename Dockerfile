@@ -22,19 +22,20 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /app
 COPY . /app
 
-# Non-editable install: the code runs from site-packages, while gin/ stays in /app so that
-# `--gin_file=gin/...` (and gin `include`s) resolve from the working directory, in the image
-# and in the k8s ConfigMap mounted over /app/gin alike. The checks fail the build if the
+# Non-editable install: the code and its gin configs run from site-packages, so bare names
+# (`--gin_file=base.gin`, gin `include 'base.gin'`) work from any working directory; the k8s
+# ConfigMap mounted at /app/configs is named by path and wins. The checks fail the build if the
 # install changed the base image's TensorFlow or a console script is missing.
 RUN tf_version() { python3 -c "import tensorflow as tf; print(tf.__version__)" 2>/dev/null; } \
     && tf_before="$(tf_version)" && test -n "$tf_before" \
     && python3 -m pip install /app \
     && test "$(tf_version)" = "$tf_before" \
+    && python3 -c "import os; os.chdir('/'); from dlss_dist import config; config.resolve_gin_file('base.gin')" \
     && python3 -c "import dlss_dist, beam_jobs" \
     && for script in dlss-preprocess dlss-train dlss-export dlss-eval dlss-upscale dlss-demo; do \
          command -v "$script" > /dev/null || { echo "missing console script $script" >&2; exit 1; }; \
        done
 
 # No ENTRYPOINT: the command is the CLI to run, e.g.
-#   docker run --rm dlss-dist:0.1.0 dlss-train --gin_file=gin/demo.gin --model_dir=/tmp/m ...
+#   docker run --rm dlss-dist:0.1.0 dlss-train --gin_file=demo.gin --model_dir=/tmp/m ...
 CMD ["dlss-train", "--helpshort"]

@@ -7,7 +7,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 EXTRAS ?= cpu,demo,test
 
-.PHONY: test demo lint format bench clean
+# The TensorFlow of the TF Serving release k8s/ pins, in its own environment, so the suite can
+# check that this older runtime serves our exports (tests/test_serving_compat.py).
+SERVING_TF    ?= 2.20.*
+SERVING_VENV  := .venv-serving
+SERVING_STAMP := $(SERVING_VENV)/.installed-$(subst *,x,$(SERVING_TF))
+
+.PHONY: test demo lint format bench clean serving-env
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +26,16 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
-test: lint
+$(SERVING_STAMP):
+	test -x $(SERVING_VENV)/bin/python || $(PYTHON) -m venv $(SERVING_VENV)
+	$(SERVING_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SERVING_VENV)/bin/python -m pip install --quiet 'tensorflow-cpu==$(SERVING_TF)'
+	rm -f $(SERVING_VENV)/.installed-*
+	touch $@
+
+serving-env: $(SERVING_STAMP)
+
+test: lint serving-env
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)
@@ -36,4 +51,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/serve.py
 
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SERVING_VENV) demo_output .pytest_cache .ruff_cache

@@ -215,10 +215,14 @@ def test_volumes_configmap_and_claims_resolve(overlay):
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_gin_configmap_is_the_repository_gin_directory(overlay):
-    """The ConfigMap is mounted over /app/gin, so it must hold every gin file, unchanged."""
+    """The ConfigMap is mounted at /app/configs, so it must hold every packaged gin file,
+    unchanged."""
     (config_map,) = _objects(overlay, "ConfigMap")
     data = config_map["data"]
-    repo_gin = {path.name: path.read_text() for path in sorted((REPO / "gin").glob("*.gin"))}
+    repo_gin = {
+        path.name: path.read_text()
+        for path in sorted((REPO / "dlss_dist" / "configs").glob("*.gin"))
+    }
     missing = sorted(set(repo_gin) - set(data))
     assert not missing, (
         f"gin files {missing} are not in the dlss-gin ConfigMap: add them to "
@@ -228,9 +232,11 @@ def test_gin_configmap_is_the_repository_gin_directory(overlay):
     template, container = _training_pod(overlay)
     gin_volumes = [v["name"] for v in template["spec"]["volumes"] if "configMap" in v]
     (gin_mount,) = [m for m in container["volumeMounts"] if m["name"] in gin_volumes]
-    assert gin_mount["mountPath"] == "/app/gin"
+    assert gin_mount["mountPath"] == "/app/configs"
     for gin_file in _flags(container["args"])["--gin_file"]:
-        assert gin_file.startswith("gin/") and gin_file.removeprefix("gin/") in data, gin_file
+        assert gin_file.startswith("configs/") and gin_file.removeprefix("configs/") in data, (
+            gin_file
+        )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -370,7 +376,7 @@ def test_preprocessing_feeds_the_training_config(overlay):
     assert read["--data_dir"] == written["--output_dir"]
     macros: dict[str, str] = {}
     for gin_file in read["--gin_file"]:
-        macros.update(_gin_macros(REPO / gin_file))
+        macros.update(_gin_macros(REPO / "dlss_dist" / gin_file))
     for binding in read.get("--gin_param", []):
         if match := re.fullmatch(r"([A-Z][A-Z0-9_]*)\s*=\s*(.+)", binding.strip()):
             macros[match.group(1)] = match.group(2)
@@ -453,7 +459,7 @@ def test_dockerignore_keeps_what_pip_install_needs():
         if line.strip() and not line.startswith("#")
     }
     assert {".git", ".venv"} <= ignored
-    for needed in ("pyproject.toml", "README.md", "gin", "dlss_dist", "beam_jobs"):
+    for needed in ("pyproject.toml", "README.md", "dlss_dist", "beam_jobs"):
         assert needed not in ignored, needed
 
 
@@ -506,12 +512,12 @@ def test_manifests_run_locally_preprocess_then_two_workers(tmp_path, sample_phot
     identical weights, and TF Serving's base path must then hold integer version dirs.
     """
     volume = tmp_path / "pvc"
-    # The pods' working directory /app, with gin/ being the ConfigMap's content.
+    # The pods' working directory /app, with configs/ being the ConfigMap's content.
     app = tmp_path / "app"
     (config_map,) = _objects("gpu-multi-worker", "ConfigMap")
-    (app / "gin").mkdir(parents=True)
+    (app / "configs").mkdir(parents=True)
     for name, text in config_map["data"].items():
-        (app / "gin" / name).write_text(text)
+        (app / "configs" / name).write_text(text)
 
     # 1. Preprocessing, as local-cpu runs it (its scale matches the tiny config).
     preprocess = _one("local-cpu", "Job", "dlss-preprocess")["spec"]["template"]
@@ -533,7 +539,7 @@ def test_manifests_run_locally_preprocess_then_two_workers(tmp_path, sample_phot
     assert len(hosts) == 2
     env["DLSS_WORKER_HOSTS"] = ",".join(f"127.0.0.1:{_free_port()}" for _ in hosts)
     args = [
-        "--gin_file=gin/tiny_test.gin" if arg.startswith("--gin_file=") else arg
+        "--gin_file=configs/tiny_test.gin" if arg.startswith("--gin_file=") else arg
         for arg in container["args"]
     ]
     args = [_localize(arg, mounts, volume) for arg in args]

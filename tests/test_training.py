@@ -264,7 +264,9 @@ def test_xla_and_mixed_precision_switches_train(dataset, tmp_path, switch):
 
 def test_a_path_to_a_missing_gin_file_is_not_redirected(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert config.resolve_gin_file("base.gin") == os.path.join(config.GIN_DIR, "base.gin")
+    assert config.resolve_gin_file("base.gin") == os.path.join(
+        config.packaged_configs_dir(), "base.gin"
+    )
     with pytest.raises(FileNotFoundError, match="exp/base.gin"):
         config.resolve_gin_file("exp/base.gin")
 

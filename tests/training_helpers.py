@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_GIN = os.path.join(REPO, "gin", "tiny_test.gin")
+TINY_GIN = os.path.join(REPO, "dlss_dist", "configs", "tiny_test.gin")
 
 
 def train_command(model_dir: str, data_dir: str, *gin_params: str) -> list[str]:

@@ -1,10 +1,9 @@
 """Thin absl entry points; the work happens in the library modules they call."""
 
-import logging
+from dlss_dist import console
 
 
 def quiet_tensorflow_logs() -> None:
-    """Keeps TensorFlow's own INFO chatter (device placement, per-variable all-reduce
-    messages, SavedModel internals) out of the console; dlss_dist logs through absl, which
-    is a different logger, so progress lines stay."""
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    """Sets up the console (see `dlss_dist.console`): the tool's own story by default,
+    library internals at `--verbosity=1`. Call first in `main`, before TensorFlow loads."""
+    console.setup()

@@ -1,6 +1,6 @@
 r"""Trains the super-resolution GAN.
 
-  dlss-train --gin_file=gin/srgan_celeba_32_128.gin --model_dir=/models/celeba \
+  dlss-train --gin_file=srgan_celeba_32_128.gin --model_dir=/models/celeba \
       --data_dir=/data/celeba [--gin_param='train_loop.total_steps = 1000']
 
 Flags say where; everything about what is trained is a gin binding. The run resumes from the
