@@ -52,7 +52,10 @@ FrameUpscaleFn = Callable[[np.ndarray], np.ndarray]
 
 
 class VideoError(ValueError):
-    """A video that cannot be read or written; `reason` is a short machine-readable tag."""
+    """A video that cannot be read or written; `reason` is a short machine-readable tag.
+
+    Messages do not repeat the file name: failure lists show it beside them.
+    """
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
@@ -95,6 +98,11 @@ class VideoResult:
     audio: str | None  # "copied <codec>", "re-encoded <codec> as <codec>", or None
 
 
+def _describe(error) -> str:
+    """FFmpeg's own description of an error, without the errno and path PyAV adds."""
+    return getattr(error, "strerror", None) or str(error)
+
+
 def _import_av():
     try:
         import av
@@ -106,21 +114,23 @@ def _import_av():
 def _open_input(path: str):
     av = _import_av()
     if not os.path.isfile(path):
-        raise VideoError("not_found", f"{path}: no such file")
+        raise VideoError("not_found", "no such file")
     try:
         container = av.open(path)
     except av.FFmpegError as error:
-        raise VideoError("unreadable_video", f"{path}: not a readable video ({error})") from error
+        raise VideoError(
+            "unreadable_video", f"not a readable video ({_describe(error)})"
+        ) from error
     if not container.streams.video:
         container.close()
-        raise VideoError("no_video_stream", f"{path}: the file has no video stream")
+        raise VideoError("no_video_stream", "the file has no video stream")
     return container
 
 
 def _frame_rate(stream, path: str) -> Fraction:
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     if not rate or rate <= 0:
-        raise VideoError("no_frame_rate", f"{path}: the video stream has no frame rate")
+        raise VideoError("no_frame_rate", "the video stream has no frame rate")
     return Fraction(rate)
 
 
@@ -183,7 +193,7 @@ def upscale_video(
     if ext not in _ENCODERS:
         raise VideoError(
             "unsupported_output",
-            f"{output_path}: cannot write {ext or 'extension-less'} videos; "
+            f"cannot write {ext or 'extension-less'} videos ({output_path}); "
             f"use one of {sorted(_ENCODERS)}",
         )
     info = probe(input_path)
@@ -197,7 +207,7 @@ def upscale_video(
         )
         os.replace(temp, output_path)
     except av.FFmpegError as error:
-        raise VideoError("video_error", f"{input_path}: {error}") from error
+        raise VideoError("video_error", _describe(error)) from error
     finally:
         if os.path.exists(temp):
             os.remove(temp)
@@ -253,7 +263,7 @@ def _transcode(av, upscale_frame, input_path, temp, ext, info, *, scale, crf, pr
                 except av.FFmpegError as error:
                     raise VideoError(
                         "decode_error",
-                        f"{input_path}: frame {frames + 1} cannot be decoded ({error})",
+                        f"frame {frames + 1} cannot be decoded ({_describe(error)})",
                     ) from error
                 for frame in decoded:
                     sr = upscale_frame(frame.to_ndarray(format="rgb24"))
@@ -269,7 +279,7 @@ def _transcode(av, upscale_frame, input_path, temp, ext, info, *, scale, crf, pr
             if audio_out is not None and not copy_audio:
                 target.mux(audio_out.encode(None))
     if frames == 0:
-        raise VideoError("no_frames", f"{input_path}: no frame could be decoded")
+        raise VideoError("no_frames", "no frame could be decoded")
     logging.info(
         "Upscaled %s: %d frames at %s fps to %dx%d", input_path, frames, info.fps, width, height
     )

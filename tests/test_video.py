@@ -183,7 +183,7 @@ def test_folder_of_videos_lists_broken_ones_with_the_other_failures(upscaler, tm
     assert failed["f_audio_only.mkv"] == "no_video_stream"
     assert failed["b_broken.mp4"] == failed["d_text.mkv"] == "unreadable_video"
     messages = {os.path.basename(f["input"]): f["message"] for f in result.failures}
-    assert "b_broken.mp4: not a readable video" in messages["b_broken.mp4"]
+    assert messages["b_broken.mp4"].startswith("not a readable video (Invalid data")
     # A failed video leaves no partial or temporary file behind.
     assert sorted(os.listdir(output_dir)) == ["a_clip.mp4", upscale.FAILURES_FILE]
 
@@ -223,4 +223,4 @@ def test_cli_upscales_one_video_to_a_file(upscaler, tmp_path):
     command[4] = f"--input={tmp_path / 'bad.mp4'}"
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
-    assert "bad.mp4: not a readable video" in result.stderr
+    assert "bad.mp4: [unreadable_video] not a readable video" in result.stderr

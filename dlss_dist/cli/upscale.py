@@ -77,7 +77,8 @@ def main(argv):
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"dlss-upscale: {error}")
 
-    print(f"Wrote {len(result.outputs)} image(s) to {FLAGS.output}")
+    if result.outputs or not result.videos:
+        print(f"Wrote {len(result.outputs)} image(s) to {FLAGS.output}")
     if result.videos:
         print(f"Wrote {len(result.videos)} video(s) to {FLAGS.output}")
     if result.gif:
@@ -97,14 +98,17 @@ def _upscale_one_video(upscaler, video) -> None:
             f"--output={FLAGS.output} is a video file: give exactly one input video, got "
             f"{FLAGS.input}; to upscale several, pass a folder as --output"
         )
-    result = video.upscale_video(
-        lambda frame: upscaler(frame, tile=FLAGS.tile, tile_overlap=FLAGS.tile_overlap),
-        FLAGS.input[0],
-        FLAGS.output,
-        scale=upscaler.scale,
-        crf=FLAGS.video_crf,
-        progress=True,
-    )
+    try:
+        result = video.upscale_video(
+            lambda frame: upscaler(frame, tile=FLAGS.tile, tile_overlap=FLAGS.tile_overlap),
+            FLAGS.input[0],
+            FLAGS.output,
+            scale=upscaler.scale,
+            crf=FLAGS.video_crf,
+            progress=True,
+        )
+    except video.VideoError as error:
+        raise ValueError(f"{FLAGS.input[0]}: [{error.reason}] {error}") from error
     audio = f", audio {result.audio}" if result.audio else ", no audio"
     print(
         f"Wrote {result.output} ({result.frames} frames, {result.width}x{result.height} at "
