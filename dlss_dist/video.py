@@ -157,7 +157,10 @@ def probe(path: str) -> VideoInfo:
 def _progress_bar(total: int | None, description: str, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=description, unit="frame", disable=not enabled, leave=False)
+    # disable=None: tqdm draws only on a terminal, so logs and CI output stay clean.
+    return tqdm(
+        total=total, desc=description, unit="frame", disable=None if enabled else True, leave=False
+    )
 
 
 def upscale_video(
@@ -179,7 +182,7 @@ def upscale_video(
         .mov, .mkv: H.264; .webm: VP9).
       scale: the upscaling factor of `upscale_frame` (sets the encoder's frame size).
       crf: encoder constant rate factor (0 = lossless H.264, larger = smaller files).
-      progress: show a progress bar on stderr.
+      progress: show a progress bar on stderr (when stderr is a terminal).
 
     Returns:
       A VideoResult.
