@@ -1,5 +1,5 @@
-r"""Serving benchmark: the exported SavedModel versus the Keras generator in process, and the
-peak memory of upscaling a 2048x2048 image tiled versus untiled.
+r"""Serving benchmark: the exported SavedModel, ONNX Runtime and LiteRT versus the Keras
+generator in process, and the peak memory of upscaling a 2048x2048 image tiled versus untiled.
 
   .venv/bin/python bench/serve.py [--output=bench/results/serve.json]
 
@@ -7,7 +7,10 @@ Latency/throughput: one SRResNet generator (random weights; speed does not depen
 the same uint8 inputs, all variants measured in one run, interleaved repetition by
 repetition so machine noise hits them alike; the table reports medians and the ratio to the
 in-process Keras call compiled with tf.function (the fair baseline: same graph, no
-serialisation) and to the eager Keras call.
+serialisation) and to the eager Keras call. The ONNX model (tf2onnx) runs in ONNX Runtime's
+CPU provider and the float32 TFLite model in LiteRT (XNNPACK), each with its default threads,
+exported from the same generator (`dlss-export --format=onnx,tflite`); each must agree with
+the SavedModel within one grey level before anything is timed.
 
 Memory: each mode runs in its own subprocess (ru_maxrss is a per-process high-water mark):
 "baseline" loads the model and allocates the input and output arrays only; "untiled" upscales
@@ -39,6 +42,9 @@ flags.DEFINE_integer("input_size", 64, "Latency: LR input side in pixels.")
 flags.DEFINE_integer("repeats", 30, "Latency: timed calls per variant (batch 1).")
 flags.DEFINE_integer("batch_size", 8, "Throughput: images per call.")
 flags.DEFINE_integer("batch_repeats", 15, "Throughput: timed calls per variant.")
+flags.DEFINE_list(
+    "runtimes", ["onnxruntime", "litert"], "Other runtimes to time: onnxruntime, litert."
+)
 flags.DEFINE_integer("memory_size", 2048, "Memory: input side in pixels.")
 flags.DEFINE_list("memory_tiles", ["256", "512"], "Memory: tile sides for the tiled runs.")
 flags.DEFINE_integer("memory_tile", 256, "Memory: tile side (internal, one child).")
@@ -169,6 +175,7 @@ def latency_and_throughput(workdir: str) -> dict:
         "keras_tf_function": lambda images: keras_function(images).numpy(),
         "savedmodel_upscale": upscaler.upscale_batch,
     }
+    variants.update(_other_runtimes(generator, os.path.join(workdir, "latency", "1")))
     # Same numbers from every variant, or the comparison is meaningless.
     reference = variants["keras_tf_function"](single)
     for name, fn in variants.items():
@@ -194,6 +201,8 @@ def latency_and_throughput(workdir: str) -> dict:
     base_batch = statistics.median(throughput["keras_tf_function"])
     # Minimums too: on a shared machine noise only ever adds time, so the fastest call is the
     # steadiest estimate of what each variant costs.
+    base_savedmodel = statistics.median(latency["savedmodel_upscale"])
+    base_savedmodel_batch = statistics.median(throughput["savedmodel_upscale"])
     base_min = min(latency["keras_tf_function"])
     base_batch_min = min(throughput["keras_tf_function"])
     rows = []
@@ -206,11 +215,15 @@ def latency_and_throughput(workdir: str) -> dict:
             "latency_vs_keras_tf_function": round(median / base, 3),
             "latency_min_vs_keras_tf_function": round(min(times) / base_min, 3),
             "latency_vs_keras_eager": round(median / base_eager, 3),
+            "latency_vs_savedmodel_upscale": round(median / base_savedmodel, 3),
         }
         if name in throughput:
             batch_median = statistics.median(throughput[name])
             row["throughput_images_per_s"] = round(FLAGS.batch_size / batch_median, 2)
             row["throughput_time_vs_keras_tf_function"] = round(batch_median / base_batch, 3)
+            row["throughput_time_vs_savedmodel_upscale"] = round(
+                batch_median / base_savedmodel_batch, 3
+            )
             row["throughput_min_time_vs_keras_tf_function"] = round(
                 min(throughput[name]) / base_batch_min, 3
             )
@@ -227,6 +240,36 @@ def latency_and_throughput(workdir: str) -> dict:
         "batch_repeats": FLAGS.batch_repeats,
         "rows": rows,
     }
+
+
+def _other_runtimes(generator, version_dir: str) -> dict:
+    """{variant name: uint8 NHWC batch -> uint8 NHWC batch} for --runtimes."""
+    from dlss_dist import exporters
+
+    formats = {"onnxruntime": "onnx", "litert": "tflite"}
+    unknown = set(FLAGS.runtimes) - set(formats)
+    if unknown:
+        raise app.UsageError(f"--runtimes: unknown {sorted(unknown)}; choose from {list(formats)}")
+    paths = exporters.export_files(
+        generator,
+        version_dir,
+        scale=FLAGS.scale,
+        formats=[formats[r] for r in FLAGS.runtimes],
+        tflite_variants=("float32",),
+    )
+    variants = {}
+    if "onnx" in paths:
+        from dlss_dist.exporters.onnx_model import OnnxUpscaler
+
+        variants["onnxruntime"] = OnnxUpscaler(paths["onnx"]).upscale_batch
+        # ONNX Runtime's worker threads spin while waiting; on a shared, loaded machine one
+        # thread can beat two, so both are timed.
+        variants["onnxruntime_1_thread"] = OnnxUpscaler(paths["onnx"], threads=1).upscale_batch
+    if "tflite_float32" in paths:
+        from dlss_dist.exporters.tflite_model import TFLiteUpscaler
+
+        variants["litert_tflite_float32"] = TFLiteUpscaler(paths["tflite_float32"]).upscale_batch
+    return variants
 
 
 def export_child() -> None:
@@ -305,6 +348,23 @@ def markdown(results: dict) -> str:
                 f"{r['latency_vs_keras_tf_function']}x ({r['latency_min_vs_keras_tf_function']}x)"
                 f" | {r.get('throughput_images_per_s', '-')} | {batch} |"
             )
+        others = [r for r in speed["rows"] if r["variant"].startswith(("onnxruntime", "litert"))]
+        if others:
+            lines += [
+                "",
+                "Other runtimes against the SavedModel's `upscale` signature (median time ratio, "
+                "min over min in brackets; below 1 = faster):",
+                "",
+                "| runtime | latency vs SavedModel | batch time vs SavedModel |",
+                "|---|---|---|",
+            ]
+            savedmodel = next(r for r in speed["rows"] if r["variant"] == "savedmodel_upscale")
+            for r in others:
+                min_ratio = r["latency_ms_min"] / savedmodel["latency_ms_min"]
+                lines.append(
+                    f"| {r['variant']} | {r['latency_vs_savedmodel_upscale']}x "
+                    f"({min_ratio:.3f}x) | {r['throughput_time_vs_savedmodel_upscale']}x |"
+                )
     if "memory" in results:
         memory = results["memory"]
         mm = memory["model"]

@@ -1,4 +1,4 @@
-"""Upscaling images with an exported SavedModel: tiling, folders, frames, GIFs.
+"""Upscaling images with an exported SavedModel: tiling, folders, frames, GIFs, videos.
 
 The library behind ``dlss-upscale`` (and used by ``dlss-eval``). Images are HxWx3 uint8 RGB
 arrays decoded by `dlss_dist.imaging`, so alpha, EXIF orientation and odd modes are handled
@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from dlss_dist import imaging
+from dlss_dist import imaging, video
 from dlss_dist.evaluation import pictures
 from dlss_dist.training import model_dir
 
@@ -261,7 +261,7 @@ def list_inputs(paths: Sequence[str]) -> tuple[list[str], list[dict]]:
         if tf.io.gfile.isdir(path):
             names, unnamed = [], 0
             for n in _listdir(path):
-                if not imaging.is_image_name(n) or n.startswith("."):
+                if not (imaging.is_image_name(n) or video.is_video(n)) or n.startswith("."):
                     continue
                 if _is_utf8(n):
                     names.append(n)
@@ -270,7 +270,11 @@ def list_inputs(paths: Sequence[str]) -> tuple[list[str], list[dict]]:
                     failures.append(_non_utf8(os.path.join(path, n)))
             if not names and not unnamed:
                 failures.append(
-                    {"input": path, "reason": "no_images", "message": "folder has no image files"}
+                    {
+                        "input": path,
+                        "reason": "no_images",
+                        "message": "folder has no image or video files",
+                    }
                 )
             files.extend(os.path.join(path, n) for n in sorted(names, key=natural_sort_key))
         elif tf.io.gfile.exists(path):
@@ -288,6 +292,7 @@ class UpscaleResult:
     failures: list[dict]
     gif: str | None = None
     gif_frames: int = 0
+    videos: list[str] = dataclasses.field(default_factory=list)  # upscaled video files
 
 
 def _output_names(files: Sequence[str]) -> list[str]:
@@ -362,6 +367,8 @@ def upscale_files(
     tile: int = 0,
     tile_overlap: int | None = None,
     interpolate: int = 0,
+    video_crf: int = video.DEFAULT_CRF,
+    progress: bool = False,
 ) -> UpscaleResult:
     """Upscales files/folders to ``<output_dir>/<stem>.png`` and optionally a GIF.
 
@@ -377,6 +384,8 @@ def upscale_files(
         ``frame_{K+1}.png``, the first input, K cross-fades between the inputs (blended
         before upscaling, in input space), and the second input, all upscaled; the second
         input is resized to the first's size if they differ.
+      video_crf, progress: videos (`video.VIDEO_EXTENSIONS`) become ``<output_dir>/<name>``
+        (see `dlss_dist.video.upscale_video`), with a progress bar if `progress`.
 
     Returns:
       An UpscaleResult. A file that cannot be read or upscaled is recorded in `failures`
@@ -392,6 +401,7 @@ def upscale_files(
     files, failures = list_inputs(inputs)
     tf.io.gfile.makedirs(output_dir)
     outputs = []
+    result = UpscaleResult(outputs=outputs, failures=failures)
 
     def load(path: str) -> np.ndarray | None:
         try:
@@ -430,11 +440,15 @@ def upscale_files(
                 run(frame, os.path.join(output_dir, f"frame_{i:04d}.png"), f"frame {i}")
     else:
         for file, name in zip(files, _output_names(files), strict=True):
+            if video.is_video(file):
+                _upscale_video_file(
+                    upscaler, file, output_dir, result, tile, tile_overlap, video_crf, progress
+                )
+                continue
             image = load(file)
             if image is not None:
                 run(image, os.path.join(output_dir, name), file)
 
-    result = UpscaleResult(outputs=outputs, failures=failures)
     if failures:
         with tf.io.gfile.GFile(os.path.join(output_dir, FAILURES_FILE), "w") as f:
             f.write(json.dumps(failures, indent=2) + "\n")
@@ -443,3 +457,30 @@ def upscale_files(
         result.gif_frames = pictures.write_gif(outputs, gif, fps=gif_fps)
         logging.info("Wrote %s (%d frames)", gif, result.gif_frames)
     return result
+
+
+def _upscale_video_file(upscaler, path, output_dir, result, tile, tile_overlap, crf, progress):
+    """One video of `upscale_files`: written to ``<output_dir>/<name>`` or recorded as failed."""
+    output = os.path.join(output_dir, video.output_name(path))
+    try:
+        written = video.upscale_video(
+            lambda frame: upscaler(frame, tile=tile, tile_overlap=tile_overlap),
+            path,
+            output,
+            scale=upscaler.scale,
+            crf=crf,
+            progress=progress,
+        )
+    except video.VideoError as e:
+        result.failures.append({"input": path, "reason": e.reason, "message": str(e)})
+    except ImportError as e:
+        result.failures.append({"input": path, "reason": "no_video_support", "message": str(e)})
+    except tf.errors.InvalidArgumentError as e:
+        result.failures.append({"input": path, "reason": "model_error", "message": e.message})
+    else:
+        result.videos.append(written.output)
+        logging.info(
+            "Wrote %s (%d frames, %dx%d)", output, written.frames, written.width, written.height
+        )
+        return
+    logging.error("Skipping %s: %s", path, result.failures[-1]["message"])

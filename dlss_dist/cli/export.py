@@ -7,6 +7,11 @@ The generator is rebuilt from <model_dir>/operative_config.gin and restored from
 checkpoint (or --checkpoint); the EMA weights are exported when the checkpoint has them.
 The SavedModel goes to <export_dir>/<version>/, the folder layout TF Serving watches
 (version: --version, else the checkpoint's training step).
+
+  dlss-export --model_dir=DIR --export_dir=OUT --format=savedmodel,onnx,tflite
+
+--format also writes <export_dir>/<version>/model.onnx (ONNX Runtime, TensorRT) and
+model.tflite + model_fp16.tflite (LiteRT); see docs/export-and-serving-formats.md.
 """
 
 from __future__ import annotations
@@ -30,6 +35,12 @@ flags.DEFINE_integer(
     "Largest input H*W the SavedModel accepts (default: the run's train_loop.max_input_pixels).",
     lower_bound=1,
 )
+flags.DEFINE_list(
+    "format", ["savedmodel"], "Comma-separated formats to write: savedmodel, onnx, tflite."
+)
+flags.DEFINE_integer("onnx_opset", 17, "ONNX opset for --format=onnx.", lower_bound=13)
+flags.DEFINE_enum("onnx_layout", "nhwc", ["nhwc", "nchw"], "ONNX input/output layout.")
+flags.DEFINE_list("tflite_variants", ["float32", "float16"], "TFLite variants to write.")
 flags.mark_flags_as_required(["model_dir", "export_dir"])
 
 
@@ -38,9 +49,11 @@ def main(argv):
     quiet_tensorflow_logs()
     import tensorflow as tf
 
-    from dlss_dist import export
+    from dlss_dist import export, exporters
     from dlss_dist.training import loop, model_dir
 
+    if not FLAGS.format or not set(FLAGS.format) <= set(exporters.FORMATS):
+        raise ValueError(f"--format={FLAGS.format}: choose from {list(exporters.FORMATS)}")
     for flag in ("model_dir", "export_dir"):
         path = getattr(FLAGS, flag)
         if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
@@ -54,13 +67,28 @@ def main(argv):
     if version is None:
         raise ValueError(f"{checkpoint} has no `step` variable: pass --version")
     generator, scale = model_dir.load_generator(FLAGS.model_dir, checkpoint)
-    path = export.export_generator(
-        generator,
-        os.path.join(FLAGS.export_dir, str(version)),
-        scale=scale,
-        max_input_pixels=FLAGS.max_input_pixels or loop.max_input_pixels_of_run(),
+    version_dir = os.path.join(FLAGS.export_dir, str(version))
+    written = {}
+    if "savedmodel" in FLAGS.format:
+        written["SavedModel"] = export.export_generator(
+            generator,
+            version_dir,
+            scale=scale,
+            max_input_pixels=FLAGS.max_input_pixels or loop.max_input_pixels_of_run(),
+        )
+    written.update(
+        exporters.export_files(
+            generator,
+            version_dir,
+            scale=scale,
+            formats=FLAGS.format,
+            onnx_opset=FLAGS.onnx_opset,
+            onnx_layout=FLAGS.onnx_layout,
+            tflite_variants=tuple(FLAGS.tflite_variants),
+        )
     )
-    print(f"Exported x{scale} generator from {checkpoint} to {path}")
+    for kind, path in written.items():
+        print(f"Exported x{scale} generator from {checkpoint} to {path} ({kind})")
 
 
 def run():

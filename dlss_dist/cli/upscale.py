@@ -1,15 +1,19 @@
-r"""Upscales images, folders of images or video frames with an exported SavedModel.
+r"""Upscales images, folders of images, video frames or videos with an exported SavedModel.
 
   dlss-upscale --model=/models/celeba/export --input=photo.jpg --output=out/
   dlss-upscale --model=EXPORT --input=frames/ --output=out/ --gif=out/clip.gif --gif_fps=12
   dlss-upscale --model=EXPORT --input=big.png --output=out/ --tile=256 --tile_overlap=16
   dlss-upscale --model=EXPORT --input=a.png --input=b.png --output=out/ --interpolate=8 \
       --gif=out/morph.gif
+  dlss-upscale --model=EXPORT --input=clip.mp4 --output=clip_x4.mp4 [--tile=256]
+  dlss-upscale --model=EXPORT --input=videos/ --output=out/
 
 --model is a SavedModel folder or an export root (the best export in its exports.json, else
 the newest version). Every input becomes <output>/<stem>.png. Inputs that cannot be read are
 listed with their reason (also in <output>/failures.json) and the exit code is 1, but every
-other input is still written.
+other input is still written. Videos (.mp4, .m4v, .mov, .mkv, .webm, .avi) are upscaled frame
+by frame, keeping frame rate and audio (docs/video.md): to the --output file when it is a
+video name, else to <output>/<name>.
 """
 
 from __future__ import annotations
@@ -37,6 +41,13 @@ flags.DEFINE_integer("tile_overlap", 16, "Input pixels of context around each ti
 flags.DEFINE_integer(
     "interpolate", 0, "With exactly two inputs: cross-fade K frames between them.", lower_bound=0
 )
+flags.DEFINE_integer(
+    "video_crf",
+    18,
+    "Video encoder CRF (0 = lossless H.264; larger = smaller files).",
+    lower_bound=0,
+    upper_bound=63,
+)
 flags.mark_flags_as_required(["model", "input", "output"])
 
 
@@ -54,11 +65,20 @@ def _check_tiling(values: dict) -> bool:
 def main(argv):
     del argv  # run_tool refuses stray arguments
     quiet_tensorflow_logs()
-    from dlss_dist import upscale
+    from dlss_dist import upscale, video
 
     # Checked before the model loads: a wrong --output must not cost a model load.
-    upscale.check_outputs(FLAGS.input, FLAGS.output, gif=FLAGS.gif, interpolate=FLAGS.interpolate)
+    if video.is_video(FLAGS.output):
+        if os.path.abspath(FLAGS.output) in {os.path.abspath(p) for p in FLAGS.input}:
+            raise ValueError(f"--output={FLAGS.output} is an input: it would be overwritten")
+    else:
+        upscale.check_outputs(
+            FLAGS.input, FLAGS.output, gif=FLAGS.gif, interpolate=FLAGS.interpolate
+        )
     upscaler = upscale.SavedModelUpscaler(FLAGS.model)
+    if video.is_video(FLAGS.output):
+        _upscale_one_video(upscaler, video)
+        return
     result = upscale.upscale_files(
         upscaler,
         FLAGS.input,
@@ -68,9 +88,14 @@ def main(argv):
         tile=FLAGS.tile,
         tile_overlap=FLAGS.tile_overlap,
         interpolate=FLAGS.interpolate,
+        video_crf=FLAGS.video_crf,
+        progress=True,
     )
 
-    print(f"Wrote {len(result.outputs)} image(s) to {FLAGS.output}")
+    if result.outputs or not result.videos:
+        print(f"Wrote {len(result.outputs)} image(s) to {FLAGS.output}")
+    if result.videos:
+        print(f"Wrote {len(result.videos)} video(s) to {FLAGS.output}")
     if result.gif:
         print(f"Wrote {result.gif} ({result.gif_frames} frames)")
     if result.failures:
@@ -79,6 +104,31 @@ def main(argv):
         failures_path = os.path.join(FLAGS.output, upscale.FAILURES_FILE)
         logging.error("%d input(s) failed; see %s", len(result.failures), failures_path)
         sys.exit(1)
+
+
+def _upscale_one_video(upscaler, video) -> None:
+    """--output=clip_x4.mp4: exactly one input video to that file."""
+    if len(FLAGS.input) != 1 or not video.is_video(FLAGS.input[0]):
+        raise ValueError(
+            f"--output={FLAGS.output} is a video file: give exactly one input video, got "
+            f"{FLAGS.input}; to upscale several, pass a folder as --output"
+        )
+    try:
+        result = video.upscale_video(
+            lambda frame: upscaler(frame, tile=FLAGS.tile, tile_overlap=FLAGS.tile_overlap),
+            FLAGS.input[0],
+            FLAGS.output,
+            scale=upscaler.scale,
+            crf=FLAGS.video_crf,
+            progress=True,
+        )
+    except video.VideoError as error:
+        raise ValueError(f"{FLAGS.input[0]}: [{error.reason}] {error}") from error
+    audio = f", audio {result.audio}" if result.audio else ", no audio"
+    print(
+        f"Wrote {result.output} ({result.frames} frames, {result.width}x{result.height} at "
+        f"{float(result.fps):.3f} fps{audio})"
+    )
 
 
 def run():
