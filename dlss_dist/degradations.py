@@ -38,6 +38,8 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from dlss_dist import imaging
+
 KERNEL_GRID = 21  # every blur kernel lives on this odd grid; larger sizes are refused
 KERNEL_TYPES = (
     "iso",
@@ -561,8 +563,6 @@ class EvaluationDegradation:
 
     def __call__(self, hr: np.ndarray, scale: int, *, key: str) -> np.ndarray:
         """Degrades a uint8 ``HxWx3`` HR image (H, W divisible by scale) to uint8 LR."""
-        from dlss_dist import imaging  # numpy/PIL side; kept out of the tf.data import path
-
         image = hr
         if self.blur_sigma:
             blurred = filter2d(

@@ -22,8 +22,8 @@ TOOLS = {
     "dlss-train": ("train", ["gin_file", "gin_param", "model_dir", "data_dir"], None),
     "dlss-export": (
         "export",
-        ["model_dir", "checkpoint", "export_dir", "version", "max_input_pixels"],
-        "(default: '4000000')",
+        ["model_dir", "checkpoint", "export_dir", "version", "max_input_pixels", "format"],
+        "(default: 'savedmodel')",
     ),
     "dlss-eval": (
         "evaluate",

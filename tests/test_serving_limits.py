@@ -162,11 +162,12 @@ MEMORY_SCRIPT = textwrap.dedent(
         return tf.shape(serving_decode.decode_bounded(data, what="x", max_pixels=4_000_000))
 
     @tf.function
-    def plain(data):  # what the export did before: decode, then check
-        return tf.shape(tf.io.decode_image(data, channels=3, expand_animations=False))
+    def plain(data):  # an unbounded decode: every frame of an animation, then a check
+        return tf.shape(tf.io.decode_gif(data))
 
     small = tf.io.encode_png(tf.zeros([8, 8, 3], tf.uint8))
-    bounded(small), plain(small)
+    bounded(small)
+    plain(tf.constant(image_bombs.gif_bomb(8, 8, 1)))
     png = tf.constant(image_bombs.png_bomb(20_000, 20_000))  # 49 KB; 1.2 GB as RGB
     gif = tf.constant(image_bombs.gif_bomb(2000, 2000, 100))  # 390 KB: 100 frames at the limit
     growth, before = {}, peak_mb()

@@ -46,6 +46,33 @@ SHRINK = {
         "dcgan_discriminator.conv_filters = 8",
         "dcgan_discriminator.kernel = (3, 3)",
     ],
+    # Online degradation: the whole 32 px HR image, so LR is 16 px after two stages.
+    "realworld_x4.gin": [
+        "srresnet_generator.num_filters = 8",
+        "srresnet_generator.num_blocks = 1",
+        "srgan_discriminator.num_filters = 8",
+        "srgan_discriminator.num_stages = 2",
+        "srgan_discriminator.dense_units = 16",
+        "HR_CROP = 32",
+    ],
+    "realworld_x4_bicubic_baseline.gin": [
+        "srresnet_generator.num_filters = 8",
+        "srresnet_generator.num_blocks = 1",
+        "srgan_discriminator.num_filters = 8",
+        "srgan_discriminator.num_stages = 2",
+        "srgan_discriminator.dense_units = 16",
+    ],
+    "realworld_x4_gpu.gin": [
+        "srresnet_generator.num_filters = 8",
+        "srresnet_generator.num_blocks = 1",
+        "srgan_discriminator.num_filters = 8",
+        "srgan_discriminator.num_stages = 2",
+        "srgan_discriminator.dense_units = 16",
+        "HR_CROP = 32",
+        "Trainer.perceptual_loss = None",  # needs a VGG19 weights file the user brings
+        "Trainer.perceptual_weight = 0.0",
+        "train_loop.mixed_precision = False",
+    ],
     "sr_dcgan_celeba_32_128.gin": [
         "sr_dcgan_generator.num_filters = 8",
         "sr_dcgan_generator.num_residual_units = 1",

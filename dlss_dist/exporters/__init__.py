@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+from dlss_dist.exporters import onnx_model, tflite_model
+
 FORMATS = ("savedmodel", "onnx", "tflite")
 ONNX_FILE = "model.onnx"
 TFLITE_FILES = {"float32": "model.tflite", "float16": "model_fp16.tflite"}
@@ -42,8 +44,6 @@ def export_files(
         raise ValueError(f"unknown export format(s) {unknown}; choose from {list(FORMATS)}")
     written = {}
     if "onnx" in formats:
-        from dlss_dist.exporters import onnx_model
-
         written["onnx"] = onnx_model.export_onnx(
             generator,
             os.path.join(version_dir, ONNX_FILE),
@@ -52,8 +52,6 @@ def export_files(
             layout=onnx_layout,
         )
     if "tflite" in formats:
-        from dlss_dist.exporters import tflite_model
-
         for variant in tflite_variants:
             if variant not in TFLITE_FILES:
                 raise ValueError(

@@ -67,8 +67,11 @@ def bicubic_upsample_matrix(size: tf.Tensor, scale: int) -> tf.Tensor:
     taps = tf.constant([-1.0, 0.0, 1.0, 2.0])
     weights = _keys_cubic(tf.abs(source[:, None] - base[:, None] - taps[None, :]))
     weights /= tf.reduce_sum(weights, axis=1, keepdims=True)
-    # MATLAB's mirror: indices 0..n-1, then n-1..0, repeated.
-    index = tf.math.floormod(tf.cast(base[:, None] + taps[None, :], tf.int32), 2 * size)
+    # MATLAB's mirror: indices 0..n-1, then n-1..0, repeated. Taps reach index -1 at most;
+    # shifting by one period keeps the modulo's operand non-negative, where every runtime
+    # agrees on its sign (ONNX Runtime's integer Mod does not follow TF's floor semantics).
+    taps_index = tf.cast(base[:, None] + taps[None, :], tf.int32) + 2 * size
+    index = tf.math.floormod(taps_index, 2 * size)
     index = tf.where(index < size, index, 2 * size - 1 - index)
     one_hot = tf.one_hot(index, size)  # [out, 4, size]
     return tf.reduce_sum(one_hot * weights[..., None], axis=1)
