@@ -62,8 +62,10 @@ def synthesise(directory: str, count: int) -> None:
         )
 
 
-def plain_script(input_dir: str, output_dir: str) -> None:
-    """The plain Pillow + tf.io.TFRecordWriter script, as a user would write it."""
+def plain_example(input_dir: str, name: str) -> tuple[str, bytes]:
+    """The loop body of the plain script a user would write: Pillow open, centre crop,
+    Pillow's bicubic resize to HR and LR, Pillow's default PNG encoding, a tf.train.Example.
+    Returns (split, serialized example)."""
     import io
     import zlib
 
@@ -78,32 +80,34 @@ def plain_script(input_dir: str, output_dir: str) -> None:
     def feature(value: bytes):
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
 
+    image = Image.open(os.path.join(input_dir, name)).convert("RGB")
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    hr = image.crop((left, top, left + side, top + side)).resize((HR_SIZE, HR_SIZE), Image.BICUBIC)
+    lr = hr.resize((HR_SIZE // SCALE, HR_SIZE // SCALE), Image.BICUBIC)
+    example = tf.train.Example(
+        features=tf.train.Features(
+            feature={"hr": feature(png(hr)), "lr": feature(png(lr)), "key": feature(name.encode())}
+        )
+    )
+    bucket = zlib.crc32(name.encode()) % 20
+    split = "test" if bucket == 0 else "validation" if bucket == 1 else "train"
+    return split, example.SerializeToString()
+
+
+def plain_script(input_dir: str, output_dir: str) -> None:
+    """The plain Pillow + tf.io.TFRecordWriter script, as a user would write it."""
+    import tensorflow as tf
+
     os.makedirs(output_dir, exist_ok=True)
     writers = {
         split: tf.io.TFRecordWriter(os.path.join(output_dir, f"{split}.tfrecord"))
         for split in ("train", "validation", "test")
     }
     for name in sorted(os.listdir(input_dir)):
-        image = Image.open(os.path.join(input_dir, name)).convert("RGB")
-        width, height = image.size
-        side = min(width, height)
-        left, top = (width - side) // 2, (height - side) // 2
-        hr = image.crop((left, top, left + side, top + side)).resize(
-            (HR_SIZE, HR_SIZE), Image.BICUBIC
-        )
-        lr = hr.resize((HR_SIZE // SCALE, HR_SIZE // SCALE), Image.BICUBIC)
-        example = tf.train.Example(
-            features=tf.train.Features(
-                feature={
-                    "hr": feature(png(hr)),
-                    "lr": feature(png(lr)),
-                    "key": feature(name.encode()),
-                }
-            )
-        )
-        bucket = zlib.crc32(name.encode()) % 20
-        split = "test" if bucket == 0 else "validation" if bucket == 1 else "train"
-        writers[split].write(example.SerializeToString())
+        split, serialized = plain_example(input_dir, name)
+        writers[split].write(serialized)
     for writer in writers.values():
         writer.close()
 
@@ -112,14 +116,11 @@ def per_image_milliseconds(input_dir: str, count: int, rounds: int = 3) -> dict[
     """The per-image work alone, in this process, interleaved: ours vs the plain script's.
 
     ``ours`` is ``examples_for_item`` (read, decode, strict JPEG check, crop, resize,
-    degrade, two PNGs at level 1, proto) plus TFRecord framing; ``plain`` is the loop body
-    of :func:`plain_script` without the writer. Best of ``rounds`` per image set.
+    degrade, two PNGs at level 1, proto) plus TFRecord framing; ``plain`` is
+    :func:`plain_example`, the loop body of :func:`plain_script` without the writer, plus
+    a CRC of the record (as the writer's framing computes). Best of ``rounds`` per image set.
     """
-    import io
     import zlib
-
-    import tensorflow as tf
-    from PIL import Image
 
     from beam_jobs.images_to_tfrecords import examples, shards, sources
 
@@ -132,34 +133,9 @@ def per_image_milliseconds(input_dir: str, count: int, rounds: int = 3) -> dict[
             for _, serialized in examples.examples_for_item(item, config):
                 shards.tfrecord_frame(serialized)
 
-    def png(image):
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        return buffer.getvalue()
-
-    def feature(value: bytes):
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
     def plain():
         for name in names:
-            image = Image.open(os.path.join(input_dir, name)).convert("RGB")
-            width, height = image.size
-            side = min(width, height)
-            left, top = (width - side) // 2, (height - side) // 2
-            hr = image.crop((left, top, left + side, top + side)).resize(
-                (HR_SIZE, HR_SIZE), Image.BICUBIC
-            )
-            lr = hr.resize((HR_SIZE // SCALE, HR_SIZE // SCALE), Image.BICUBIC)
-            example = tf.train.Example(
-                features=tf.train.Features(
-                    feature={
-                        "hr": feature(png(hr)),
-                        "lr": feature(png(lr)),
-                        "key": feature(name.encode()),
-                    }
-                )
-            )
-            zlib.crc32(example.SerializeToString())
+            zlib.crc32(plain_example(input_dir, name)[1])
 
     best = {"ours": float("inf"), "plain": float("inf")}
     for _ in range(rounds):
