@@ -48,7 +48,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 photos: $(STAMP)
 	test -f /usr/share/doc/lomiri-wallpapers-16.04/copyright || \
 	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends lomiri-wallpapers-16.04; }
-	$(BIN)/python -m dlss_dist.cli.photos --output_dir=photos
+	$(BIN)/dlss-photos --output_dir=photos
 
 # The real-world x4 CPU recipe end to end (docs/real-world.md, about an hour on 2 busy cores):
 # the real-world model and its bicubic-trained control, both evaluated on the held-out

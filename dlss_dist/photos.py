@@ -4,7 +4,7 @@ r"""Real photographs without downloads: a Debian package's photos as a DIV2K-sty
 computer-generated gradient, which is skipped; 1365x1074 to 5312x2988, CC-BY-4.0 /
 CC-BY-SA-4.0 / CC0-1.0, licences in the package's DEP-5 copyright file) and runs::
 
-  python -m dlss_dist.cli.photos --output_dir=photos
+  dlss-photos --output_dir=photos
 
 which writes
 

@@ -37,6 +37,11 @@ TOOLS = {
     ),
     "dlss-demo": ("demo", ["output_dir", "overwrite", "gin_file", "gin_param"], "demo.gin"),
     "dlss-verify": ("verify", ["data"], None),
+    "dlss-photos": (
+        "photos",
+        ["output_dir", "source_dir", "copyright_file", "downscale"],
+        "(default: '4')",
+    ),
 }
 
 
@@ -267,3 +272,12 @@ def test_export_model_dir_and_export_dir_errors(tmp_path):
         assert result.returncode == 1
         assert message in error_line(result, "dlss-export")
     assert a_file.read_text() == "mine"
+
+
+def test_photos_without_the_package_is_one_line(tmp_path):
+    result = run_cli(
+        "photos", f"--source_dir={tmp_path / 'none'}", f"--output_dir={tmp_path / 'o'}"
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "make photos" in error_line(result, "dlss-photos")
+    assert not (tmp_path / "o").exists()

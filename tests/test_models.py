@@ -28,6 +28,9 @@ GENERATORS = {
     ),
     "sr_dcgan": lambda scale: models.sr_dcgan_generator(scale, num_filters=8, num_residual_units=2),
     "srresnet": lambda scale: models.srresnet_generator(scale=scale, num_filters=8, num_blocks=2),
+    "srresnet_direct": lambda scale: models.srresnet_generator(
+        scale=scale, num_filters=8, num_blocks=2, upsampler="pixelshuffledirect"
+    ),
 }
 DISCRIMINATORS = {
     "dcgan": lambda: models.dcgan_discriminator(conv_filters=8, kernel=3),
@@ -77,22 +80,28 @@ def test_discriminator_returns_one_logit_per_image_at_any_size(name):
         assert logits.dtype == tf.float32
 
 
+@pytest.mark.parametrize("upsampler", generators.UPSAMPLERS)
 @pytest.mark.parametrize("scale", [2, 4, 8])
-def test_untrained_srresnet_returns_exactly_bicubic(scale):
-    generator = models.srresnet_generator(scale=scale, num_filters=8, num_blocks=1)
+def test_untrained_srresnet_returns_exactly_bicubic(scale, upsampler):
+    generator = models.srresnet_generator(
+        scale=scale, num_filters=8, num_blocks=1, upsampler=upsampler
+    )
     lr = _images(2, 6, 9, seed=scale)
     # MATLAB's bicubic (mirrored borders), equal up to float32 rounding.
     bicubic = matlab_bicubic(lr, scale)
     np.testing.assert_allclose(generator(lr, training=False).numpy(), bicubic, atol=1e-5)
 
 
-def test_srresnet_zero_initialised_output_still_learns():
+@pytest.mark.parametrize(
+    "upsampler, last_conv", [("pixelshuffle", "to_rgb"), ("pixelshuffledirect", "to_rgb_subpixels")]
+)
+def test_srresnet_zero_initialised_output_still_learns(upsampler, last_conv):
     """The zero-initialised last conv must still receive a gradient (or training is stuck)."""
-    generator = models.srresnet_generator(scale=2, num_filters=8, num_blocks=1)
+    generator = models.srresnet_generator(scale=2, num_filters=8, num_blocks=1, upsampler=upsampler)
     lr, hr = _images(2, 6, 6), _images(2, 12, 12, seed=1)
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(tf.square(generator(lr, training=True) - hr))
-    to_rgb = generator.get_layer("to_rgb")
+    to_rgb = generator.get_layer(last_conv)
     kernel_gradient, bias_gradient = tape.gradient(loss, [to_rgb.kernel, to_rgb.bias])
     assert np.abs(kernel_gradient.numpy()).max() > 0
     assert np.abs(bias_gradient.numpy()).max() > 0
@@ -166,6 +175,7 @@ def test_dcgan_generator_refuses_bad_ratios(kwargs, message):
         (models.srresnet_generator, {"scale": 2, "num_filters": 0}, "num_filters"),
         (models.srresnet_generator, {"scale": 2, "activation": "gelu"}, "activation"),
         (models.srresnet_generator, {"scale": 2, "residual_scaling": 0}, "residual_scaling"),
+        (models.srresnet_generator, {"scale": 2, "upsampler": "nearest"}, "upsampler"),
         (models.sr_dcgan_generator, {"scale": 6}, "scale"),
         (models.sr_dcgan_generator, {"scale": 4, "normalization": "group"}, "normalization"),
         (models.sr_dcgan_generator, {"scale": 4, "num_residual_units": -1}, "num_residual_units"),

@@ -1,17 +1,19 @@
-"""Turns the installed photo package into photos/{train,test}/ + licence manifest.
+r"""Turns the installed real-photo package into an HR folder with a licence manifest.
 
-  python -m dlss_dist.cli.photos --output_dir=photos      (what `make photos` runs)
+  apt-get install lomiri-wallpapers-16.04      (Debian/Ubuntu; `make photos` does both)
+  dlss-photos --output_dir=photos
 
-See dlss_dist/photos.py and docs/real-world.md.
+Writes photos/train/ and photos/test/ (each photograph downscaled --downscale times so camera
+noise and JPEG blocks shrink below a pixel), photos/photos.json (source, sha256, licence per
+file) and photos/ATTRIBUTION.md. Nothing is downloaded. See docs/real-world.md.
 """
 
 from __future__ import annotations
 
-import sys
+from absl import flags
 
-from absl import app, flags
-
-from dlss_dist import photos
+from dlss_dist import console, photos
+from dlss_dist.cli import run_tool
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "photos", "Where train/, test/ and photos.json go.")
@@ -21,17 +23,14 @@ flags.DEFINE_integer("downscale", 4, "Reduction factor applied to each photograp
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    try:
-        manifest = photos.build(
-            FLAGS.output_dir,
-            source_dir=FLAGS.source_dir,
-            copyright_file=FLAGS.copyright_file,
-            downscale=FLAGS.downscale,
-        )
-    except (FileNotFoundError, ValueError) as error:
-        sys.exit(f"photos: {error}")
+    del argv  # run_tool refuses stray arguments
+    console.setup(tensorflow=False)
+    manifest = photos.build(
+        FLAGS.output_dir,
+        source_dir=FLAGS.source_dir,
+        copyright_file=FLAGS.copyright_file,
+        downscale=FLAGS.downscale,
+    )
     counts = {s: sum(r["split"] == s for r in manifest["photos"]) for s in ("train", "test")}
     print(
         f"Wrote {counts['train']} training and {counts['test']} held-out photographs to "
@@ -39,5 +38,9 @@ def main(argv):
     )
 
 
+def run():
+    run_tool("dlss-photos", main, __name__)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()
