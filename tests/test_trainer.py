@@ -142,3 +142,15 @@ def test_train_runs_warmup_then_gan_steps_and_counts_them():
 def test_trainer_refuses_a_negative_warmup():
     with pytest.raises(ValueError, match="warmup_steps must be an integer >= 0"):
         _plain_trainer(warmup_steps=-1)
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"pixel_loss": "l2"}, "`Trainer.pixel_loss` must be one of 'mse', 'l1', 'charbonnier'"),
+        ({"adversarial_loss": "wgan"}, "`Trainer.adversarial_loss` must be one of"),
+    ],
+)
+def test_trainer_refuses_an_unknown_loss_before_any_step(setting, message):
+    with pytest.raises(ValueError, match=message):
+        _plain_trainer(**setting)

@@ -15,6 +15,7 @@ import keras
 import tensorflow as tf
 
 from dlss_dist.models import losses
+from dlss_dist.models.layers import check_choice
 
 METRICS = (
     "g_loss",
@@ -147,6 +148,10 @@ class Trainer:
         """
         if global_batch_size < 1:
             raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}.")
+        # Checked here, not only where the losses are traced: a typo then fails before any
+        # data is read, with the binding's name instead of a traced call stack.
+        check_choice("Trainer.pixel_loss", pixel_loss, losses.PIXEL_LOSSES)
+        check_choice("Trainer.adversarial_loss", adversarial_loss, losses.ADVERSARIAL_LOSSES)
         if pixel_weight < 0 or adversarial_weight < 0 or perceptual_weight < 0:
             raise ValueError("Trainer loss weights must be >= 0.")
         if (perceptual_loss is None) != (perceptual_weight == 0):
