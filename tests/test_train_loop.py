@@ -62,6 +62,14 @@ SHRINK = {
         "srgan_discriminator.num_stages = 2",
         "srgan_discriminator.dense_units = 16",
     ],
+    "realworld_x4_oracle.gin": [
+        "srresnet_generator.num_filters = 8",
+        "srresnet_generator.num_blocks = 1",
+        "srgan_discriminator.num_filters = 8",
+        "srgan_discriminator.num_stages = 2",
+        "srgan_discriminator.dense_units = 16",
+        "HR_CROP = 32",
+    ],
     "realworld_x4_gpu.gin": [
         "srresnet_generator.num_filters = 8",
         "srresnet_generator.num_blocks = 1",
