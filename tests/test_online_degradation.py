@@ -152,3 +152,19 @@ def test_real_world_configs_build_their_degradation(name):
         assert lr.shape == (16, 16, 3)
     finally:
         gin.clear_config()
+
+
+def test_validation_examples_are_degraded_the_same_way_every_time(train_dataset):
+    stored = pipeline.load_examples(train_dataset, "train", 3)
+    degrade = degradations.RealWorldDegradation(scale=4)  # x4 from the x2 dataset's HR
+    first = pipeline.degrade_examples(stored, degrade, scale=4)
+    again = pipeline.degrade_examples(stored, degrade, scale=4)
+    for (lr, hr), (lr_again, hr_again), (_, stored_hr) in zip(first, again, stored, strict=True):
+        assert lr.dtype == np.uint8 and lr.shape == (hr.shape[0] // 4, hr.shape[1] // 4, 3)
+        assert hr.shape[0] % 4 == 0 and hr.shape[1] % 4 == 0
+        np.testing.assert_array_equal(hr, stored_hr[: hr.shape[0], : hr.shape[1]])
+        np.testing.assert_array_equal(lr, lr_again)
+        np.testing.assert_array_equal(hr, hr_again)
+    # One seed per position: the same HR at two positions is degraded differently.
+    (lr_0, _), (lr_1, _) = pipeline.degrade_examples([stored[0]] * 2, degrade, scale=4)
+    assert not np.array_equal(lr_0, lr_1)

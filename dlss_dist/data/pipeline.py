@@ -10,6 +10,8 @@ at the epoch that step falls in and skips the raw (still encoded) records alread
 With `make_input_fn.online_degradation` set (a `degradations.RealWorldDegradation`), the
 stored LR is not read: each HR crop is degraded on the fly with a seed folded from the same
 per-example seed, so every epoch sees new LR for the same HR and resume stays exact.
+Validation examples are then degraded too (`degrade_examples`), with one fixed seed per
+example, so validation PSNR measures the task the model is trained for.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from dlss_dist import imaging
 from dlss_dist.data import schema, verify
 
 InputFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
+# First half of every validation example's degradation seed. Training seeds start with
+# `seed * 65_537 + pipeline_id` >= 0, so validation never reuses a training draw.
+_VALIDATION_SEED = -1
 
 
 def to_float(image: tf.Tensor) -> tf.Tensor:
@@ -393,3 +398,34 @@ def load_examples(data_dir: str, split: str, count: int) -> list[tuple[np.ndarra
         return [(example["lr"].numpy(), example["hr"].numpy()) for example in dataset]
     except tf.errors.DataLossError as error:
         raise verify.damage_error(data_dir, error) from error
+
+
+def degrade_examples(
+    examples: list[tuple[np.ndarray, np.ndarray]],
+    online_degradation: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
+    *,
+    scale: int,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Remakes each example's LR from its HR with the training's online degradation.
+
+    Each example gets a fixed seed (its position), so validation sees the same degraded
+    inputs at every evaluation, in every run and after a resume, and its PSNR (and so the
+    best export) measures what the model is trained for instead of the stored bicubic LR.
+    The HR is cropped to a multiple of `scale` first (an x2 dataset can feed x4 training).
+
+    Args:
+      examples: uint8 (lr, hr) pairs from `load_examples`.
+      online_degradation: ``f(hr_uint8, seed) -> lr_uint8``, as in `make_input_fn`.
+      scale: the training's scale.
+
+    Returns:
+      uint8 (lr, hr) pairs, the LR ``scale`` times smaller than the (cropped) HR.
+    """
+    degraded = []
+    for index, (_, hr) in enumerate(examples):
+        height, width = hr.shape[0] // scale * scale, hr.shape[1] // scale * scale
+        hr = hr[:height, :width]
+        seed = tf.constant([_VALIDATION_SEED, index], tf.int64)
+        lr = online_degradation(tf.constant(hr), seed).numpy()
+        degraded.append((lr, hr))
+    return degraded

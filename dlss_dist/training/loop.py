@@ -277,6 +277,9 @@ def train_loop(
         if not examples:
             logging.warning("No %r split: samples and validation use train.", validation_split)
             examples = pipeline.load_examples(data_dir, "train", validation_examples)
+        online = gin.get_bindings(pipeline.make_input_fn).get("online_degradation")
+        if online is not None:
+            examples = pipeline.degrade_examples(examples, online, scale=scale)
         writer = (
             tf.summary.create_file_writer(paths.summaries)
             if chief
