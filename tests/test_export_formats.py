@@ -22,9 +22,9 @@ from dlss_dist.models.generators import srresnet_generator
 SCALE = 4
 
 
-def random_generator(seed: int = 0):
+def random_generator(seed: int = 0, upsampler: str = "pixelshuffle"):
     """A real x4 generator (bicubic skip, pixel shuffle, PReLU) whose residual branch matters."""
-    generator = srresnet_generator(SCALE, num_filters=8, num_blocks=2)
+    generator = srresnet_generator(SCALE, num_filters=8, num_blocks=2, upsampler=upsampler)
     rng = np.random.default_rng(seed)
     for variable in generator.weights:
         variable.assign(rng.normal(0, 0.05, variable.shape).astype(np.float32))
@@ -129,6 +129,21 @@ def test_tflite_matches_the_savedmodel_at_any_size(export_dir, savedmodel, varia
     for name, images in BATCHES.items():
         actual = runner.upscale_batch(np.stack(images))
         assert_parity(actual, reference(savedmodel, images), max_levels=max_levels), name
+
+
+def test_the_direct_pixel_shuffle_tail_converts_exactly(tmp_path):
+    """One x4 depth-to-space instead of two x2 ones: ONNX and TFLite keep its channel order."""
+    generator = random_generator(upsampler="pixelshuffledirect")
+    path = str(tmp_path / "1")
+    export.export_generator(generator, path, scale=SCALE)
+    exporters.export_files(generator, path, scale=SCALE, formats=["onnx", "tflite"])
+    images = BATCHES["chelsea 37x51"]
+    expected = reference(tf.saved_model.load(path).signatures["upscale"], images)
+    onnx_runner = onnx_model.OnnxUpscaler(os.path.join(path, exporters.ONNX_FILE))
+    assert_parity(onnx_runner.upscale_batch(np.stack(images)), expected, max_levels=1)
+    tflite_file = os.path.join(path, exporters.TFLITE_FILES["float32"])
+    tflite_runner = tflite_model.TFLiteUpscaler(tflite_file)
+    assert_parity(tflite_runner.upscale_batch(np.stack(images)), expected, max_levels=1)
 
 
 def test_tflite_float16_stores_the_weights_in_half_the_bytes(export_dir, generator):
