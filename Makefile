@@ -50,7 +50,7 @@ photos: $(STAMP)
 	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends lomiri-wallpapers-16.04; }
 	$(BIN)/dlss-photos --output_dir=photos
 
-# The real-world x4 CPU recipe end to end (docs/real-world.md, about an hour on 2 busy cores):
+# The real-world x4 CPU recipe end to end (docs/real-world.md; about 20 minutes on 2 idle cores):
 # the real-world model and its bicubic-trained control, both evaluated on the held-out
 # photographs under the `realistic` and `bicubic` evaluation degradations.
 RW := realworld_output
