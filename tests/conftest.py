@@ -3,6 +3,7 @@
 ``sample_photos``: a session-scoped folder of small crops of scikit-image photographs.
 ``make_dataset``: runs ``dlss-preprocess`` in-process into a fresh tmp dir and returns
 the output directory; other tests (pipeline, training, evaluation) can build on it.
+``bicubic_model``: an x2 export whose output is exactly bicubic upscaling.
 """
 
 from __future__ import annotations
@@ -114,3 +115,15 @@ def train_dataset(tmp_path_factory, sample_photos) -> str:
         )
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def bicubic_model(tmp_path_factory) -> str:
+    """An untrained x2 SRResNet export: exactly the bicubic baseline (its last conv starts at
+    zero), so evaluation tests know what the model row must be."""
+    from dlss_dist import export
+    from dlss_dist.models.generators import srresnet_generator
+
+    generator = srresnet_generator(2, num_filters=8, num_blocks=1)
+    path = str(tmp_path_factory.mktemp("bicubic_export") / "1")
+    return export.export_generator(generator, path, scale=2, max_input_pixels=200 * 200)

@@ -11,20 +11,11 @@ import pytest
 import tensorflow as tf
 from conftest import photo_crops, save_image
 
-from dlss_dist import export, imaging
+from dlss_dist import imaging
 from dlss_dist.data import schema
 from dlss_dist.evaluation import baselines, evaluate, metrics
-from dlss_dist.models.generators import srresnet_generator
 
 SCALE = 2
-
-
-@pytest.fixture(scope="module")
-def bicubic_model(tmp_path_factory):
-    """An untrained SRResNet: exactly the bicubic baseline (its last conv starts at zero)."""
-    generator = srresnet_generator(SCALE, num_filters=8, num_blocks=1)
-    path = str(tmp_path_factory.mktemp("export") / "1")
-    return export.export_generator(generator, path, scale=SCALE, max_input_pixels=200 * 200)
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,10 @@ import os
 import pytest
 from conftest import photo_crops, save_image
 
-from dlss_dist import degradations, export, imaging
+from dlss_dist import degradations, imaging
 from dlss_dist.evaluation import baselines, evaluate, metrics
-from dlss_dist.models.generators import srresnet_generator
 
 SCALE = 2
-
-
-@pytest.fixture(scope="module")
-def bicubic_model(tmp_path_factory):
-    """An untrained SRResNet (its output is bicubic upscaling)."""
-    generator = srresnet_generator(SCALE, num_filters=8, num_blocks=1)
-    path = str(tmp_path_factory.mktemp("export") / "1")
-    return export.export_generator(generator, path, scale=SCALE, max_input_pixels=200 * 200)
 
 
 @pytest.fixture(scope="module")
