@@ -127,3 +127,24 @@ def bicubic_model(tmp_path_factory) -> str:
     generator = srresnet_generator(2, num_filters=8, num_blocks=1)
     path = str(tmp_path_factory.mktemp("bicubic_export") / "1")
     return export.export_generator(generator, path, scale=2, max_input_pixels=200 * 200)
+
+
+def plain_resize_degradation(scale: int):
+    """The real-world model with blur, noise, sinc and JPEG loss switched off (quality 100):
+    a plain resize of the same window, for alignment tests."""
+    from dlss_dist import degradations
+
+    clean = degradations.DegradationStage(
+        blur_prob=0.0,
+        resize_probs=(0.0, 0.0, 1.0),
+        noise_sigma_range=(0.0, 0.0),
+        gaussian_noise_prob=1.0,
+        jpeg_quality_range=(100, 100),
+    )
+    return degradations.RealWorldDegradation(
+        scale=scale,
+        first=clean,
+        second_order_prob=0.0,
+        final_sinc_prob=0.0,
+        final_jpeg_quality_range=(100, 100),
+    )

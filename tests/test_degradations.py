@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import load_photo
+from conftest import load_photo, plain_resize_degradation
 from PIL import Image
 
 from dlss_dist import degradations, imaging
@@ -171,20 +171,7 @@ def test_real_world_lr_is_a_degraded_version_of_the_hr(photo):
 
 
 def test_without_blur_noise_and_jpeg_the_model_is_a_plain_resize(photo):
-    clean = degradations.DegradationStage(
-        blur_prob=0.0,
-        resize_probs=(0.0, 0.0, 1.0),
-        noise_sigma_range=(0.0, 0.0),
-        gaussian_noise_prob=1.0,
-        jpeg_quality_range=(100, 100),
-    )
-    degrade = degradations.RealWorldDegradation(
-        scale=4,
-        first=clean,
-        second_order_prob=0.0,
-        final_sinc_prob=0.0,
-        final_jpeg_quality_range=(100, 100),
-    )
+    degrade = plain_resize_degradation(4)
 
     def plain_resizes(hr):
         hr = tf.constant(hr / 255.0, tf.float32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import plain_resize_degradation
 
 from dlss_dist import degradations
 from dlss_dist.data import pipeline, schema
@@ -35,20 +36,7 @@ def _uint8(batch: np.ndarray) -> np.ndarray:
 
 
 def test_lr_is_made_from_its_own_hr_window(train_dataset):
-    clean = degradations.DegradationStage(
-        blur_prob=0.0,
-        resize_probs=(0.0, 0.0, 1.0),
-        noise_sigma_range=(0.0, 0.0),
-        gaussian_noise_prob=1.0,
-        jpeg_quality_range=(100, 100),
-    )
-    degrade = degradations.RealWorldDegradation(
-        scale=SCALE,
-        first=clean,
-        second_order_prob=0.0,
-        final_sinc_prob=0.0,
-        final_jpeg_quality_range=(100, 100),
-    )
+    degrade = plain_resize_degradation(SCALE)
     ((lr, hr),) = _batches(_input_fn(train_dataset, degrade, hr_patch_size=32), 1)
     assert lr.shape == (4, 16, 16, 3) and hr.shape == (4, 32, 32, 3)
 
