@@ -12,7 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 from PIL import Image
-from training_helpers import REPO, train_command, train_env
+from training_helpers import REPO, run_cli, train_command, train_env
 
 from dlss_dist import export
 from dlss_dist.models.generators import srresnet_generator
@@ -43,17 +43,6 @@ TOOLS = {
         "(default: '4')",
     ),
 }
-
-
-def run_cli(module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", f"dlss_dist.cli.{module}", *args],
-        env=train_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-    )
 
 
 def error_line(result: subprocess.CompletedProcess, tool: str) -> str:

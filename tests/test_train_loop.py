@@ -6,7 +6,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import subprocess
 import time
 
 import gin
@@ -277,18 +276,11 @@ def test_dlss_eval_scores_an_untrained_generator_exactly_as_bicubic(tmp_path):
     model = export.export_generator(generator, str(tmp_path / "export" / "1"), scale=2)
     for i, crop in enumerate(photo_crops(3, 46, 38, seed=5)):
         save_image(tmp_path / "hr" / f"{i}.png", crop)
-    result = subprocess.run(
-        [
-            *th.train_command("", "")[:2],
-            "dlss_dist.cli.evaluate",
-            f"--model={model}",
-            f"--data={tmp_path / 'hr'}",
-            f"--output_dir={tmp_path / 'eval'}",
-        ],
-        env=th.train_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = th.run_cli(
+        "evaluate",
+        f"--model={model}",
+        f"--data={tmp_path / 'hr'}",
+        f"--output_dir={tmp_path / 'eval'}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     with open(tmp_path / "eval" / "metrics.json") as f:
@@ -311,17 +303,10 @@ def test_dlss_export_uses_the_runs_max_input_pixels(train_dataset, tmp_path, cle
     )
     model_dir = str(tmp_path / "model")
     _train(model_dir, train_dataset)
-    result = subprocess.run(
-        [
-            *th.train_command("", "")[:2],
-            "dlss_dist.cli.export",
-            f"--model_dir={model_dir}",
-            f"--export_dir={tmp_path / 'serving'}",
-        ],
-        env=th.train_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = th.run_cli(
+        "export",
+        f"--model_dir={model_dir}",
+        f"--export_dir={tmp_path / 'serving'}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = tf.saved_model.load(str(tmp_path / "serving" / "2"))

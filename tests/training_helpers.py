@@ -37,6 +37,18 @@ def train_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_cli(module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs ``python -m dlss_dist.cli.<module> ARGS`` from the checkout to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", f"dlss_dist.cli.{module}", *args],
+        env=train_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
 def run_train(model_dir: str, data_dir: str, *gin_params: str, timeout: float = 300, **env):
     """Runs dlss-train to completion and returns the CompletedProcess."""
     return subprocess.run(
