@@ -172,9 +172,10 @@ def test_sigkill_then_restart_equals_uninterrupted_run(dataset, tmp_path):
     )
 
 
-def test_sigterm_saves_a_checkpoint_at_the_current_step(dataset, tmp_path):
-    model_dir = str(tmp_path / "model")
-    process = th.start_train(
+def _start_endless_run(model_dir: str, dataset: str):
+    """A run far from its end that writes a summary every step (so tests can see it is under
+    way) and whose first checkpoint can only be the one a signal makes."""
+    return th.start_train(
         model_dir,
         dataset,
         "train_loop.total_steps = 100000",
@@ -182,6 +183,11 @@ def test_sigterm_saves_a_checkpoint_at_the_current_step(dataset, tmp_path):
         "train_loop.steps_per_loop = 1",
         "train_loop.summary_every_steps = 1",
     )
+
+
+def test_sigterm_saves_a_checkpoint_at_the_current_step(dataset, tmp_path):
+    model_dir = str(tmp_path / "model")
+    process = _start_endless_run(model_dir, dataset)
     # The first checkpoint is the SIGTERM one: wait until training is under way.
     summaries = ModelDir(model_dir).summaries
 
@@ -316,14 +322,7 @@ def test_train_cli_requires_a_gin_file(tmp_path):
 
 def test_sigint_saves_a_checkpoint_and_exits_130(dataset, tmp_path):
     model_dir = str(tmp_path / "model")
-    process = th.start_train(
-        model_dir,
-        dataset,
-        "train_loop.total_steps = 100000",
-        "train_loop.checkpoint_every_steps = 1000",
-        "train_loop.steps_per_loop = 1",
-        "train_loop.summary_every_steps = 1",
-    )
+    process = _start_endless_run(model_dir, dataset)
     th.read_until(process, "step 2/100000")  # a few steps done
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
