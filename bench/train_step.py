@@ -448,8 +448,8 @@ def config_variant(gin_file: str, *, jit_compile: bool):
     import gin
     import tensorflow as tf
 
-    from dlss_dist import config, models
-    from dlss_dist.training import trainer as trainer_lib
+    from dlss_dist import config
+    from dlss_dist.training import loop
 
     gin.clear_config()
     config.parse_config([gin_file], FLAGS.gin_param)
@@ -457,27 +457,16 @@ def config_variant(gin_file: str, *, jit_compile: bool):
     crop = gin.query_parameter("%HR_CROP")
     batch = gin.query_parameter("%GLOBAL_BATCH_SIZE")
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-    with strategy.scope():
-        tf.keras.utils.set_random_seed(FLAGS.seed)
-        generator = models.build_generator()
-        discriminator = models.build_discriminator()
-        with gin.config_scope("generator"):
-            g_opt = trainer_lib.build_optimizer(
-                generator, trainer_lib.make_optimizer(), mixed_precision=False
-            )
-        with gin.config_scope("discriminator"):
-            d_opt = trainer_lib.build_optimizer(
-                discriminator, trainer_lib.make_optimizer(), mixed_precision=False
-            )
-        trainer = trainer_lib.Trainer(
-            generator=generator,
-            discriminator=discriminator,
-            generator_optimizer=g_opt,
-            discriminator_optimizer=d_opt,
-            global_batch_size=batch,
-            jit_compile=jit_compile,
-            time_input=False,
-        )
+    tf.keras.utils.set_random_seed(FLAGS.seed)
+    trainer, _ = loop.build_trainer(
+        strategy,
+        global_batch_size=batch,
+        ema_decay=None,
+        mixed_precision=False,
+        warmup_steps=0,
+        jit_compile=jit_compile,
+        time_input=False,
+    )
     lr = tf.random.stateless_uniform([batch, crop // scale, crop // scale, 3], [1, 2], -1.0, 1.0)
     hr = tf.random.stateless_uniform([batch, crop, crop, 3], [3, 4], -1.0, 1.0)
     dataset_fn = lambda context: tf.data.Dataset.from_tensors((lr, hr)).repeat()  # noqa: E731

@@ -115,7 +115,7 @@ def max_input_pixels_of_run() -> int:
         return export.DEFAULT_MAX_INPUT_PIXELS
 
 
-def _build_trainer(
+def build_trainer(
     strategy: tf.distribute.Strategy,
     *,
     global_batch_size: int,
@@ -126,7 +126,9 @@ def _build_trainer(
     time_input: bool,
 ) -> tuple[trainer_lib.Trainer, tf.train.Checkpoint]:
     """Creates everything stateful inside the strategy's scope: the networks (and the EMA
-    copy), built optimizers, the trainer with its step counter, and the checkpoint."""
+    copy), built optimizers, the trainer with its step counter, and the checkpoint. The
+    networks, losses and optimizers come from gin (`bench/train_step.py` builds its trainer
+    here too, so it times what training runs)."""
     with strategy.scope():
         generator = models.build_generator()
         discriminator = models.build_discriminator()
@@ -249,7 +251,7 @@ def train_loop(
                 seed=seed, deterministic=deterministic, mixed_precision=mixed_precision
             )
         )
-        trainer, checkpoint = _build_trainer(
+        trainer, checkpoint = build_trainer(
             strategy,
             global_batch_size=global_batch_size,
             ema_decay=ema_decay,
