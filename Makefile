@@ -46,14 +46,13 @@ weights: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/dlss-demo --output_dir=demo_output --overwrite
 
-# Real photographs without downloads (docs/real-world.md): Debian's lomiri-wallpapers-16.04
-# (CC-BY / CC-BY-SA / CC0), downscaled 4x into photos/{train,test}/ with a licence manifest.
-# Needs root (or sudo) for apt-get; `make test` never needs it.
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Real photographs from nine Debian packages (docs/real-world.md): `apt-get download` + `dpkg-deb -x`
+# into PHOTOS_CACHE (no root, nothing installed; ~300 MB of .deb files, kept for the next run),
+# then photos/{train,validation,test}/ (whole packages held out) with a licence manifest.
+# `make test` never needs it. If apt-get cannot find the packages, run `sudo apt-get update` once.
+PHOTOS_CACHE ?= $(HOME)/.cache/dlss_dist/debs
 photos: $(STAMP)
-	test -f /usr/share/doc/lomiri-wallpapers-16.04/copyright || \
-	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends lomiri-wallpapers-16.04; }
-	$(BIN)/dlss-photos --output_dir=photos
+	$(BIN)/dlss-photos --output_dir=photos --cache_dir=$(PHOTOS_CACHE)
 
 # The real-world x4 CPU recipe end to end (docs/real-world.md; about 20 minutes on 2 idle cores):
 # the real-world model and its bicubic-trained control, both evaluated on the held-out

@@ -39,8 +39,8 @@ TOOLS = {
     "dlss-verify": ("verify", ["data"], None),
     "dlss-photos": (
         "photos",
-        ["output_dir", "source_dir", "copyright_file", "downscale"],
-        "(default: '4')",
+        ["output_dir", "cache_dir", "download", "target_short_side"],
+        "(default: '768')",
     ),
     "dlss-weights": ("weights", ["only", "list", "force"], "lpips_vgg16, dists, niqe"),
 }
@@ -266,7 +266,10 @@ def test_export_model_dir_and_export_dir_errors(tmp_path):
 
 def test_photos_without_the_package_is_one_line(tmp_path):
     result = run_cli(
-        "photos", f"--source_dir={tmp_path / 'none'}", f"--output_dir={tmp_path / 'o'}"
+        "photos",
+        f"--cache_dir={tmp_path / 'none'}",
+        "--nodownload",
+        f"--output_dir={tmp_path / 'o'}",
     )
     assert result.returncode == 1, result.stderr[-3000:]
     assert "make photos" in error_line(result, "dlss-photos")

@@ -1,11 +1,12 @@
-r"""Turns the installed real-photo package into an HR folder with a licence manifest.
+r"""Builds the real-photograph set from Debian packages, with a licence manifest.
 
-  apt-get install lomiri-wallpapers-16.04      (Debian/Ubuntu; `make photos` does both)
-  dlss-photos --output_dir=photos
+  dlss-photos --output_dir=photos            (`make photos` runs this)
 
-Writes photos/train/ and photos/test/ (each photograph downscaled --downscale times so camera
-noise and JPEG blocks shrink below a pixel), photos/photos.json (source, sha256, licence per
-file) and photos/ATTRIBUTION.md. Nothing is downloaded. See docs/real-world.md.
+Fetches nine Debian packages with `apt-get download` into --cache_dir (no root, nothing
+installed; the first run needs `apt-get update` to have been run once on the machine),
+extracts them with `dpkg-deb -x`, and writes photos/{train,validation,test}/ (whole packages
+held out; each photograph downscaled by max(package minimum, short side / 768)),
+photos/photos.json and photos/ATTRIBUTION.md. See docs/real-world.md.
 """
 
 from __future__ import annotations
@@ -16,10 +17,22 @@ from dlss_dist import console, photos
 from dlss_dist.cli import run_tool
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("output_dir", "photos", "Where train/, test/ and photos.json go.")
-flags.DEFINE_string("source_dir", photos.SOURCE_DIR, "The installed package's photographs.")
-flags.DEFINE_string("copyright_file", photos.COPYRIGHT_FILE, "The package's DEP-5 copyright file.")
-flags.DEFINE_integer("downscale", 4, "Reduction factor applied to each photograph.", lower_bound=1)
+flags.DEFINE_string("output_dir", "photos", "Where train/, validation/, test/ and photos.json go.")
+flags.DEFINE_string(
+    "cache_dir",
+    None,
+    "Where the .deb files and their extractions are kept (default: "
+    "$XDG_CACHE_HOME/dlss_dist/debs). .deb files already there are used as they are.",
+)
+flags.DEFINE_boolean(
+    "download", True, "Run `apt-get download` for packages missing from --cache_dir."
+)
+flags.DEFINE_integer(
+    "target_short_side",
+    photos.TARGET_SHORT_SIDE,
+    "Large photographs are reduced until their short side is this many pixels.",
+    lower_bound=8,
+)
 
 
 def main(argv):
@@ -27,14 +40,15 @@ def main(argv):
     console.setup(tensorflow=False)
     manifest = photos.build(
         FLAGS.output_dir,
-        source_dir=FLAGS.source_dir,
-        copyright_file=FLAGS.copyright_file,
-        downscale=FLAGS.downscale,
+        cache_dir=FLAGS.cache_dir,
+        download=FLAGS.download,
+        target_short_side=FLAGS.target_short_side,
     )
-    counts = {s: sum(r["split"] == s for r in manifest["photos"]) for s in ("train", "test")}
+    counts, megapixels = manifest["counts"], manifest["megapixels"]
+    summary = ", ".join(f"{counts[s]} {s} ({megapixels[s]} MP)" for s in photos.SPLIT_NAMES)
     print(
-        f"Wrote {counts['train']} training and {counts['test']} held-out photographs to "
-        f"{FLAGS.output_dir} (licences in {photos.MANIFEST_FILE} and {photos.ATTRIBUTION_FILE})"
+        f"Wrote {summary} photographs to {FLAGS.output_dir} "
+        f"(licences in {photos.MANIFEST_FILE} and {photos.ATTRIBUTION_FILE})"
     )
 
 
