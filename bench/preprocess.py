@@ -122,7 +122,8 @@ def per_image_milliseconds(input_dir: str, count: int, rounds: int = 3) -> dict[
     """
     import zlib
 
-    from beam_jobs.images_to_tfrecords import examples, shards, sources
+    from beam_jobs.images_to_tfrecords import examples, sources
+    from dlss_dist.data import schema
 
     names = sorted(os.listdir(input_dir))[:count]
     config = examples.ExampleConfig(scale=SCALE, hr_size=HR_SIZE)
@@ -131,7 +132,7 @@ def per_image_milliseconds(input_dir: str, count: int, rounds: int = 3) -> dict[
     def ours():
         for item in items:
             for _, serialized in examples.examples_for_item(item, config):
-                shards.tfrecord_frame(serialized)
+                schema.tfrecord_frame(serialized)
 
     def plain():
         for name in names:

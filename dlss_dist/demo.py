@@ -20,7 +20,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from dlss_dist import distribute
+from dlss_dist import distribute, files
 from dlss_dist.evaluation import evaluate as evaluate_lib
 from dlss_dist.training import loop, model_dir
 
@@ -97,10 +97,7 @@ class DemoOutputs:
         manifest = {"tool": "dlss-demo", "complete": complete, "entries": list(DEMO_OUTPUTS)}
         if complete:
             manifest["files"] = self._files_under(DEMO_OUTPUTS)
-        temp = self.manifest_path + ".tmp"
-        with open(temp, "w") as f:
-            f.write(json.dumps(manifest, indent=2) + "\n")
-        os.replace(temp, self.manifest_path)
+        files.atomic_write_json(self.manifest_path, manifest)
 
     def _is_unrecorded_demo_run(self) -> bool:
         """A complete run of a dlss-demo that kept no record (written before records

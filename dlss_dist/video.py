@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import uuid
 from collections.abc import Callable
 from fractions import Fraction
 
 import numpy as np
 from absl import logging
+
+from dlss_dist import files
 
 # Containers dlss-upscale reads when it finds them in a folder or is given one.
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
@@ -203,7 +204,7 @@ def upscale_video(
     parent = os.path.dirname(os.path.abspath(output_path))
     os.makedirs(parent, exist_ok=True)
     # The real extension last: FFmpeg picks the container from it.
-    temp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}-{os.path.basename(output_path)}")
+    temp = files.temp_path_beside(os.path.abspath(output_path), keep_extension=True)
     try:
         result = _transcode(
             av, upscale_frame, input_path, temp, ext, info, scale=scale, crf=crf, progress=progress

@@ -14,6 +14,8 @@ import time
 import uuid
 from collections.abc import Callable
 
+from dlss_dist import files
+
 TOTAL = "total"  # inputs found (written by the step before the per-image work)
 DONE = "done"  # inputs turned into examples or rejects
 _FLUSH_SECONDS = 0.5
@@ -42,10 +44,7 @@ class ProgressCounter:
     def flush(self) -> None:
         if self._path is None or not os.path.isdir(self._directory):
             return
-        tmp = f"{self._path}.tmp"
-        with open(tmp, "w") as f:
-            f.write(str(self._count))
-        os.replace(tmp, self._path)  # readers never see a half-written number
+        files.atomic_write(self._path, str(self._count))  # never a half-written number
 
 
 def read_counts(directory: str) -> dict[str, int]:
@@ -57,7 +56,7 @@ def read_counts(directory: str) -> dict[str, int]:
         return counts
     for name in names:
         kind, _, rest = name.partition(".")
-        if kind in counts and not rest.endswith(".tmp"):
+        if kind in counts:
             try:
                 with open(os.path.join(directory, name)) as f:
                     counts[kind] += int(f.read() or 0)

@@ -6,17 +6,15 @@ length recorded (``dataset_info.json``), and we promise the same bytes whatever 
 runner, worker count or bundle split. ``WriteToTFRecord`` picks shards by bundle and
 write order and cannot name files in TFDS's template, and ``tf.io.TFRecordWriter``
 would import TensorFlow (seconds of start-up) in every Beam worker. The format is
-four fields per record (length, masked CRC32C of the length, data, masked CRC32C of
-the data); CRC32C comes from ``crcmod``'s C extension (``apache-beam[tfrecord]``).
+four fields per record, framed by `dlss_dist.data.schema.tfrecord_frame` (the one
+implementation, which `dlss_dist.data.verify` checks against).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
 import posixpath
-import struct
 import uuid
 from collections.abc import Iterable
 
@@ -41,24 +39,6 @@ def default_num_shards(num_examples: int, examples_per_shard: int) -> int:
     return max(1, math.ceil(num_examples / examples_per_shard))
 
 
-@functools.lru_cache(maxsize=1)
-def _crc32c():
-    import crcmod.predefined  # installed by apache-beam[tfrecord]; a C extension
-
-    return crcmod.predefined.mkPredefinedCrcFun("crc-32c")
-
-
-def _masked_crc32c(data: bytes) -> bytes:
-    crc = _crc32c()(data)
-    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
-
-
-def tfrecord_frame(record: bytes) -> bytes:
-    """One TFRecord: length, masked CRC32C of the length, data, masked CRC32C of the data."""
-    length = struct.pack("<Q", len(record))
-    return length + _masked_crc32c(length) + record + _masked_crc32c(record)
-
-
 def write_tfrecord_file(path: str, records: Iterable[bytes]) -> int:
     """Writes records to ``path`` (any Beam filesystem) in TFRecord format; returns bytes."""
     num_bytes = 0
@@ -66,7 +46,7 @@ def write_tfrecord_file(path: str, records: Iterable[bytes]) -> int:
         path, mime_type="application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED
     ) as f:
         for record in records:
-            framed = tfrecord_frame(record)
+            framed = schema.tfrecord_frame(record)
             f.write(framed)
             num_bytes += len(framed)
     return num_bytes

@@ -16,7 +16,6 @@ can read when asked to skip damaged records.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import struct
 
 import tensorflow as tf
@@ -32,18 +31,6 @@ FIX = (
 
 class DatasetDamagedError(ValueError):
     """A dataset's files do not match its manifest; the message names each file and problem."""
-
-
-@functools.lru_cache(maxsize=1)
-def _crc32c():
-    import crcmod.predefined  # installed with apache-beam[tfrecord]; a C extension
-
-    return crcmod.predefined.mkPredefinedCrcFun("crc-32c")
-
-
-def _masked_crc(data: bytes) -> int:
-    crc = _crc32c()(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 @dataclasses.dataclass
@@ -100,7 +87,7 @@ def scan_shard(path: str, expected: int | None = None, chunk: int = 1 << 20) -> 
                 break
             (length,) = struct.unpack("<Q", header[:8])
             (length_crc,) = struct.unpack("<I", header[8:])
-            if _masked_crc(header[:8]) != length_crc:
+            if schema.masked_crc32c(header[:8]) != length_crc:
                 report.problems.append(
                     f"corrupted length of record {index} at offset {offset}: the rest of the "
                     "file cannot be read"
@@ -118,7 +105,7 @@ def scan_shard(path: str, expected: int | None = None, chunk: int = 1 << 20) -> 
                 break
             body = b"".join(parts)
             (data_crc,) = struct.unpack("<I", body[-4:])
-            if _masked_crc(body[:-4]) != data_crc:
+            if schema.masked_crc32c(body[:-4]) != data_crc:
                 report.problems.append(f"corrupted record {index} at offset {offset}")
                 damaged = True
             else:

@@ -14,14 +14,12 @@ signature, where Keras's export would give float32 in the model's [-1, 1] range.
 
 from __future__ import annotations
 
-import os
-import uuid
-
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from dlss_dist import files
 from dlss_dist.exporters.graph import INPUT_NAME, OUTPUT_NAME, UpscaleGraph
 
 # A recent opset that current ONNX Runtime and TensorRT releases both read (--onnx_opset).
@@ -89,13 +87,7 @@ def export_onnx(
         f"[0, 255] -> {OUTPUT_NAME} uint8 RGB {layout}, {scale}x the height and width"
     )
     onnx.checker.check_model(model)
-    parent = os.path.dirname(path)
-    if parent:
-        tf.io.gfile.makedirs(parent)
-    temp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with tf.io.gfile.GFile(temp, "wb") as f:
-        f.write(model.SerializeToString())
-    tf.io.gfile.rename(temp, path, overwrite=True)
+    files.atomic_write(path, model.SerializeToString())
     logging.info("Exported the generator (x%d) as ONNX opset %d to %s", scale, opset, path)
     return path
 

@@ -15,14 +15,12 @@ Runs with the maintained LiteRT interpreter (``ai-edge-litert``); TF 2.21's own
 
 from __future__ import annotations
 
-import os
-import uuid
-
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from dlss_dist import files
 from dlss_dist.exporters.graph import INPUT_NAME, OUTPUT_NAME, UpscaleGraph
 
 VARIANTS = ("float32", "float16")
@@ -55,13 +53,7 @@ def export_tflite(
       variant: "float32" or "float16" (float16 weights).
     """
     content = convert(generator, variant)
-    parent = os.path.dirname(path)
-    if parent:
-        tf.io.gfile.makedirs(parent)
-    temp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with tf.io.gfile.GFile(temp, "wb") as f:
-        f.write(content)
-    tf.io.gfile.rename(temp, path, overwrite=True)
+    files.atomic_write(path, content)
     logging.info("Exported the generator (x%d) as TFLite %s to %s", scale, variant, path)
     return path
 

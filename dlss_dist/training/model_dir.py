@@ -23,14 +23,13 @@ import json
 import math
 import os
 import time
-import uuid
 
 import gin
 import keras
 import tensorflow as tf
 from absl import logging
 
-from dlss_dist import export, models
+from dlss_dist import export, files, models
 
 OPERATIVE_CONFIG = "operative_config.gin"
 CHECKPOINT_DIR = "checkpoints"
@@ -227,13 +226,6 @@ def best_export(export_root: str) -> str | None:
     return os.path.join(export_root, str(max(versions))) if versions else None
 
 
-def _write_json_atomically(path: str, payload: dict) -> None:
-    temp = os.path.join(os.path.dirname(path), f".tmp-{uuid.uuid4().hex}.json")
-    with tf.io.gfile.GFile(temp, "w") as f:
-        f.write(json.dumps(payload, indent=2) + "\n")
-    tf.io.gfile.rename(temp, path, overwrite=True)
-
-
 class BestExporter:
     """Keeps the `keep` best exports (highest validation PSNR) as ``<export_root>/<step>/``.
 
@@ -279,7 +271,7 @@ class BestExporter:
         return self._exports[0]["path"] if self._exports else None
 
     def _write_index(self) -> None:
-        _write_json_atomically(
+        files.atomic_write_json(
             os.path.join(self.export_root, EXPORTS_FILE),
             {"metric": "psnr", "keep": self.keep, "scale": self.scale, "exports": self._exports},
         )
@@ -304,15 +296,13 @@ class BestExporter:
             )
             return None
 
-        tf.io.gfile.makedirs(self.export_root)
         final = os.path.join(self.export_root, str(step))
-        temp = os.path.join(self.export_root, f".tmp-{step}-{uuid.uuid4().hex}")
-        export.export_generator(
-            generator, temp, scale=self.scale, max_input_pixels=self.max_input_pixels
-        )
-        if tf.io.gfile.exists(final):
-            tf.io.gfile.rmtree(final)
-        tf.io.gfile.rename(temp, final)
+        # Staged and renamed whole: TF Serving never sees a half-written version, and a
+        # previous export of this step (this run's own, from before a resume) is replaced.
+        with files.staged_folder(final, replace=True) as staging:
+            export.export_generator(
+                generator, staging, scale=self.scale, max_input_pixels=self.max_input_pixels
+            )
 
         entry = {"step": step, "psnr": psnr, "path": final, "time": time.time()}
         ranked = sorted([*others, entry], key=lambda e: (-e["psnr"], -e["step"]))

@@ -1,0 +1,265 @@
+"""Ground floor: how every tool writes files, so that nothing is lost or left half-written.
+
+* `is_remote` / `same_path` / `list_dir`: paths with a scheme (``gs://``, ``s3://``, ...) go
+  through `tf.io.gfile` (imported only then, so local work never loads TensorFlow); local
+  paths through `os`, which keeps file names that are not UTF-8 (as surrogates) instead of
+  failing on them.
+* `atomic_write` / `atomic_write_json`: a file is written to a hidden temporary name beside
+  its target and renamed over it when complete. A full disk, a crash or Ctrl-C leaves the
+  old file (or none), never a truncated one; the temporary file is removed on failure.
+* `staged_folder`: a whole folder (e.g. an export version TF Serving watches) is written
+  under a hidden temporary name and renamed into place in one step; on failure the partial
+  folder is deleted. With ``replace=True`` an existing folder is moved aside first and
+  deleted only after the new one is in place.
+* `check_no_overwrite`: THE no-overwrite rule of every tool: an existing file that this run
+  did not create is never replaced without ``--overwrite``. Tools call it with every path
+  they will write, before any work, and it raises `OutputExistsError` (an OSError, so the
+  CLIs print one line and exit 1) naming the files and the flag that allows it.
+
+Remote renames are as atomic as the file system makes them (object stores copy, then
+delete): a reader of ``gs://`` may briefly see both names, never a partial object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+
+TEMP_PREFIX = ".tmp-"  # hidden temporary names; every writer here starts them with this
+# Longest file name (one path component) in bytes on the common local file systems
+# (ext4, XFS, APFS, NTFS in UTF-16 units); longer names fail with ENAMETOOLONG.
+NAME_MAX = 255
+
+
+class OutputExistsError(FileExistsError):
+    """A tool would replace files it did not create; the message names them and the fix."""
+
+
+def is_remote(path: str) -> bool:
+    """True for a path with a URL scheme (``gs://bucket/x``), handled by `tf.io.gfile`."""
+    return "://" in os.fspath(path)
+
+
+def _gfile():
+    import tensorflow as tf  # only remote paths need it
+
+    return tf.io.gfile
+
+
+def exists(path: str) -> bool:
+    return _gfile().exists(path) if is_remote(path) else os.path.lexists(path)
+
+
+def isdir(path: str) -> bool:
+    return _gfile().isdir(path) if is_remote(path) else os.path.isdir(path)
+
+
+def makedirs(path: str) -> None:
+    if is_remote(path):
+        _gfile().makedirs(path)
+    elif path:
+        os.makedirs(path, exist_ok=True)
+
+
+def remove_tree(path: str) -> None:
+    """Deletes a file or folder if it exists."""
+    if is_remote(path):
+        gfile = _gfile()
+        if gfile.isdir(path):
+            gfile.rmtree(path)
+        elif gfile.exists(path):
+            gfile.remove(path)
+    elif os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+def same_path(a: str, b: str) -> bool:
+    """True when `a` and `b` name the same file (symlinks and ``..`` resolved locally)."""
+    if is_remote(a) or is_remote(b):
+        return a.rstrip("/") == b.rstrip("/")
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def list_dir(path: str) -> list[str]:
+    """The names in a folder (unsorted, no trailing slashes).
+
+    Local folders keep names that are not UTF-8 (as surrogates, see `printable`);
+    `tf.io.gfile.listdir` would raise on them and abort a whole run.
+    """
+    if is_remote(path):
+        return [name.rstrip("/") for name in _gfile().listdir(path)]
+    return os.listdir(path)
+
+
+def printable(path: str) -> str:
+    """`path` with bytes that are not UTF-8 (kept by Python as surrogates) shown as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def name_too_long(name: str) -> bool:
+    """True if a file name (one component) is over `NAME_MAX` bytes."""
+    return len(os.fsencode(name)) > NAME_MAX
+
+
+def temp_path_beside(path: str, *, keep_extension: bool = False) -> str:
+    """A hidden, unique name in `path`'s folder (``.tmp-<hex>``).
+
+    With `keep_extension`, the name ends in `path`'s extension (writers such as FFmpeg
+    choose the format from it).
+    """
+    parent, base = os.path.split(path)
+    suffix = os.path.splitext(base)[1] if keep_extension else ""
+    return os.path.join(parent, f"{TEMP_PREFIX}{uuid.uuid4().hex}{suffix}")
+
+
+def _write_local(path: str, data: bytes) -> None:
+    """The one local write call (tests inject ENOSPC here)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _rename(source: str, target: str) -> None:
+    """Renames over `target` (atomic on a local file system)."""
+    if is_remote(source) or is_remote(target):
+        _gfile().rename(source, target, overwrite=True)
+    else:
+        os.replace(source, target)
+
+
+def atomic_write(path: str, data: bytes | str) -> str:
+    """Writes `data` (str is UTF-8 encoded) to `path` in one step; returns `path`.
+
+    The bytes go to a hidden temporary file beside `path`, renamed over it when complete;
+    on any error (a full disk: OSError ENOSPC) the temporary file is removed and `path`
+    keeps its old content, or stays absent. The folder is created if needed.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    parent = os.path.dirname(path)
+    if parent:
+        makedirs(parent)
+    temp = temp_path_beside(path)
+    try:
+        if is_remote(path):
+            with _gfile().GFile(temp, "wb") as f:
+                f.write(data)
+        else:
+            _write_local(temp, data)
+        _rename(temp, path)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            remove_tree(temp)
+        raise
+    return path
+
+
+def atomic_write_json(path: str, payload) -> str:
+    """`atomic_write` of `payload` as indented JSON with a final newline."""
+    return atomic_write(path, json.dumps(payload, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def staged_folder(final: str, *, replace: bool = False) -> Iterator[str]:
+    """Yields a hidden folder beside `final` to write into; renames it to `final` at the end.
+
+    Readers (TF Serving watching a version folder, say) see no folder, then the whole one.
+    If the body raises, the staged folder is deleted and `final` is untouched. With
+    `replace`, an existing `final` is moved aside, the new folder renamed in, and the old one
+    deleted; without it an existing non-empty `final` raises `OutputExistsError` before the
+    rename (callers check first with `check_no_overwrite`, so no work is wasted).
+    """
+    parent = os.path.dirname(final.rstrip("/"))
+    makedirs(parent)
+    staging = os.path.join(parent, f"{TEMP_PREFIX}{uuid.uuid4().hex}")
+    makedirs(staging)
+    try:
+        yield staging
+        publish_folder(staging, final, replace=replace)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            remove_tree(staging)
+        raise
+
+
+def _is_empty_dir(path: str) -> bool:
+    return isdir(path) and not list_dir(path)
+
+
+def publish_folder(staging: str, final: str, *, replace: bool = False) -> None:
+    """Renames the finished folder `staging` to `final` (see `staged_folder`)."""
+    if exists(final) and not _is_empty_dir(final):
+        if not replace:
+            raise OutputExistsError(f"{final} already exists and is not empty")
+        aside = os.path.join(
+            os.path.dirname(final.rstrip("/")), f"{TEMP_PREFIX}old-{uuid.uuid4().hex}"
+        )
+        _rename_folder(final, aside)
+        try:
+            _rename_folder(staging, final)
+        except BaseException:
+            _rename_folder(aside, final)  # put the old one back
+            raise
+        remove_tree(aside)
+        return
+    if exists(final):
+        remove_tree(final)  # an empty folder: nothing in it to lose
+    _rename_folder(staging, final)
+
+
+def _rename_folder(source: str, target: str) -> None:
+    if is_remote(source) or is_remote(target):
+        _gfile().rename(source, target, overwrite=False)
+    else:
+        os.rename(source, target)
+
+
+def existing(paths: Iterable[str]) -> list[str]:
+    """The paths among `paths` that exist (as files, folders or links)."""
+    return [path for path in paths if exists(path)]
+
+
+def check_no_overwrite(
+    paths: Sequence[str],
+    *,
+    overwrite: bool,
+    where: str,
+    flag: str = "--overwrite",
+) -> list[str]:
+    """THE no-overwrite rule: refuses to replace existing files unless `overwrite`.
+
+    Args:
+      paths: every file (or folder) the run is about to write.
+      overwrite: the user passed `flag`.
+      where: what the files are, for the message, e.g. ``--output=out/``.
+      flag: the flag that allows replacing them.
+
+    Returns:
+      The paths that exist (they will be replaced: `overwrite` was given).
+
+    Raises:
+      OutputExistsError: some exist and `overwrite` is False; the message names up to
+        three of them and says how many there are.
+    """
+    found = existing(paths)
+    if found and not overwrite:
+        shown = ", ".join(printable(os.path.basename(p.rstrip("/")) or p) for p in found[:3])
+        more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+        raise OutputExistsError(
+            f"{where} already has {shown}{more}, which this run did not create; pass {flag} "
+            "to replace it, or choose another output"
+        )
+    return found
+
+
+def no_space(error: BaseException) -> bool:
+    """True if `error` is a full disk (or quota) error."""
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
