@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -74,15 +75,13 @@ def test_a_real_full_disk_leaves_nothing_half_written(small_tmpfs):
 
 def test_staged_folder_appears_whole_or_not_at_all(tmp_path):
     final = tmp_path / "export" / "7"
-    with pytest.raises(RuntimeError):
-        with files.staged_folder(str(final)) as staging:
-            (open(os.path.join(staging, "half"), "w")).close()
-            assert not final.exists()
-            raise RuntimeError("disk full half-way")
+    with pytest.raises(RuntimeError), files.staged_folder(str(final)) as staging:
+        (Path(staging) / "half").write_text("half")
+        assert not final.exists()
+        raise RuntimeError("disk full half-way")
     assert os.listdir(tmp_path / "export") == []  # no staging folder left behind
     with files.staged_folder(str(final)) as staging:
-        with open(os.path.join(staging, "saved_model.pb"), "w") as f:
-            f.write("new")
+        (Path(staging) / "saved_model.pb").write_text("new")
     assert os.listdir(final) == ["saved_model.pb"]
     assert os.listdir(tmp_path / "export") == ["7"]
 
@@ -91,15 +90,12 @@ def test_staged_folder_replaces_only_when_asked(tmp_path):
     final = tmp_path / "7"
     final.mkdir()
     (final / "model.onnx").write_text("other model")
-    with pytest.raises(files.OutputExistsError):
-        with files.staged_folder(str(final)) as staging:
-            with open(os.path.join(staging, "saved_model.pb"), "w") as f:
-                f.write("new")
+    with pytest.raises(files.OutputExistsError), files.staged_folder(str(final)) as staging:
+        (Path(staging) / "saved_model.pb").write_text("new")
     assert os.listdir(final) == ["model.onnx"]
     assert os.listdir(tmp_path) == ["7"]
     with files.staged_folder(str(final), replace=True) as staging:
-        with open(os.path.join(staging, "saved_model.pb"), "w") as f:
-            f.write("new")
+        (Path(staging) / "saved_model.pb").write_text("new")
     assert os.listdir(final) == ["saved_model.pb"]  # whole folder replaced: never mixed
     assert os.listdir(tmp_path) == ["7"]
 

@@ -12,6 +12,11 @@ The SavedModel goes to <export_dir>/<version>/, the folder layout TF Serving wat
 
 --format also writes <export_dir>/<version>/model.onnx (ONNX Runtime, TensorRT) and
 model.tflite + model_fp16.tflite (LiteRT); see docs/export-and-serving-formats.md.
+
+Every flag is checked before anything is written. The version folder is written under a
+hidden name and renamed into place whole, so TF Serving never sees half a version and a
+failure (a full disk) leaves nothing. A version folder that already holds files is refused
+unless --overwrite, which replaces it whole (formats are never added to another export).
 """
 
 from __future__ import annotations
@@ -41,7 +46,33 @@ flags.DEFINE_list(
 flags.DEFINE_integer("onnx_opset", 17, "ONNX opset for --format=onnx.", lower_bound=13)
 flags.DEFINE_enum("onnx_layout", "nhwc", ["nhwc", "nchw"], "ONNX input/output layout.")
 flags.DEFINE_list("tflite_variants", ["float32", "float16"], "TFLite variants to write.")
+flags.DEFINE_bool(
+    "overwrite", False, "Replace an existing <export_dir>/<version> folder (as a whole)."
+)
 flags.mark_flags_as_required(["model_dir", "export_dir"])
+
+
+# dlss_dist.exporters.FORMATS and TFLITE_FILES (a test checks they agree): spelled out here
+# so that checking the flags does not import TensorFlow.
+FORMATS = ("savedmodel", "onnx", "tflite")
+TFLITE_VARIANTS = ("float32", "float16")
+
+
+@flags.multi_flags_validator(["format", "tflite_variants"])
+def _check_formats(values: dict) -> bool:
+    """Checked at parse time, so a bad value is a usage error (exit 2) and nothing is written."""
+    unknown = sorted(set(values["format"] or ()) - set(FORMATS)) or not values["format"]
+    if unknown:
+        raise flags.ValidationError(
+            f"--format={','.join(values['format'] or [])}: choose from {', '.join(FORMATS)}"
+        )
+    variants = values["tflite_variants"] or []
+    unknown = sorted(set(variants) - set(TFLITE_VARIANTS))
+    if "tflite" in values["format"] and (unknown or not variants):
+        raise flags.ValidationError(
+            f"--tflite_variants={','.join(variants)}: choose from {', '.join(TFLITE_VARIANTS)}"
+        )
+    return True
 
 
 def main(argv):
@@ -49,11 +80,10 @@ def main(argv):
     quiet_tensorflow_logs()
     import tensorflow as tf
 
-    from dlss_dist import export, exporters
+    from dlss_dist import exporters
     from dlss_dist.training import loop, model_dir
 
-    if not FLAGS.format or not set(FLAGS.format) <= set(exporters.FORMATS):
-        raise ValueError(f"--format={FLAGS.format}: choose from {list(exporters.FORMATS)}")
+    exporters.check_dependencies(FLAGS.format)
     for flag in ("model_dir", "export_dir"):
         path = getattr(FLAGS, flag)
         if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
@@ -66,26 +96,21 @@ def main(argv):
         version = model_dir.checkpoint_step(checkpoint)
     if version is None:
         raise ValueError(f"{checkpoint} has no `step` variable: pass --version")
-    generator, scale = model_dir.load_generator(FLAGS.model_dir, checkpoint)
     version_dir = os.path.join(FLAGS.export_dir, str(version))
-    written = {}
-    if "savedmodel" in FLAGS.format:
-        written["SavedModel"] = export.export_generator(
-            generator,
-            version_dir,
-            scale=scale,
-            max_input_pixels=FLAGS.max_input_pixels or loop.max_input_pixels_of_run(),
-        )
-    written.update(
-        exporters.export_files(
-            generator,
-            version_dir,
-            scale=scale,
-            formats=FLAGS.format,
-            onnx_opset=FLAGS.onnx_opset,
-            onnx_layout=FLAGS.onnx_layout,
-            tflite_variants=tuple(FLAGS.tflite_variants),
-        )
+    # Before the (slow) model load: an occupied version folder costs nothing to refuse.
+    exporters.check_version_folder(version_dir, overwrite=FLAGS.overwrite)
+    generator, scale = model_dir.load_generator(FLAGS.model_dir, checkpoint)
+    written = exporters.export_version(
+        generator,
+        FLAGS.export_dir,
+        version,
+        scale=scale,
+        formats=FLAGS.format,
+        max_input_pixels=FLAGS.max_input_pixels or loop.max_input_pixels_of_run(),
+        overwrite=FLAGS.overwrite,
+        onnx_opset=FLAGS.onnx_opset,
+        onnx_layout=FLAGS.onnx_layout,
+        tflite_variants=tuple(FLAGS.tflite_variants),
     )
     for kind, path in written.items():
         print(f"Exported x{scale} generator from {checkpoint} to {path} ({kind})")
