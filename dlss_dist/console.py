@@ -32,12 +32,14 @@ def _is_own(record: logging.LogRecord) -> bool:
 
 
 class _OwnStoryFilter(logging.Filter):
-    """Passes our records at INFO and above, and other libraries' only from ERROR up."""
+    """Passes our records from `level` (INFO) up, and other libraries' only from ERROR up."""
+
+    def __init__(self, level: int = logging.INFO):
+        super().__init__()
+        self.level = level
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.ERROR or (
-            record.levelno >= logging.INFO and _is_own(record)
-        )
+        return record.levelno >= logging.ERROR or (record.levelno >= self.level and _is_own(record))
 
 
 class _PlainFormatter(logging.Formatter):
@@ -101,9 +103,7 @@ def setup(verbosity: int | None = None, *, tensorflow: bool = True) -> None:
         return
     if tensorflow:
         import_tensorflow_quietly()
-    handler = absl_logging.get_absl_handler()
-    handler.setFormatter(_PlainFormatter())
-    handler.addFilter(_OwnStoryFilter())
+    handler = show_own_story(logging.INFO)
     # Libraries that log through the root logger before absl's handler is installed would
     # otherwise print through logging.lastResort or a basicConfig handler of their own.
     root = logging.getLogger()
@@ -114,3 +114,22 @@ def setup(verbosity: int | None = None, *, tensorflow: bool = True) -> None:
     # A library's warnings module output (Keras, NumPy deprecations) is internals too.
     logging.getLogger("py.warnings").addFilter(_OwnStoryFilter())
     sys.stderr.flush()
+
+
+def show_own_story(level: int = logging.INFO) -> logging.Handler:
+    """Makes absl's handler print our own records from `level` up as plain sentences
+    (``warning: ...``) and other libraries' only from ERROR up; returns the handler.
+
+    `setup` calls it with INFO; a tool that tells its story otherwise (dlss-preprocess
+    prints its own progress lines) calls it with WARNING, so the warnings a user must see
+    (a lock taken over) still reach the console.
+    """
+    absl_logger = logging.getLogger("absl")
+    if absl_logger.getEffectiveLevel() > level:
+        absl_logger.setLevel(level)
+    handler = absl_logging.get_absl_handler()
+    handler.setFormatter(_PlainFormatter())
+    for old in [f for f in handler.filters if isinstance(f, _OwnStoryFilter)]:
+        handler.removeFilter(old)
+    handler.addFilter(_OwnStoryFilter(level))
+    return handler

@@ -8,18 +8,24 @@ lock (they may call `read_lock` to say who is writing).
 The lock is one small JSON file, `<folder>/run.lock`, written through `tf.io.gfile`, so it
 works on local disks, shared volumes and object stores (`gs://`) alike:
 
-- **Creation is exclusive where the file system offers it**: local paths (including NFS v3+
-  and most shared volumes) use `O_CREAT | O_EXCL`. Other file systems have no such call in
-  `tf.io.gfile`, so the lock is written beside the target, renamed without overwrite and read
-  back after `settle_seconds`; of two writers racing within that window, the one whose token
-  is read back wins and the other is refused.
+- **A lock file is never half-written**: its content is written to a staging file beside it
+  first, which is then put in place in one step. If the disk is full, the staging file is
+  removed and the error (`LockWriteError`) names the lock's path: no empty `run.lock` is left.
+- **Creation is exclusive where the file system offers it**: on local paths (including NFS
+  v3+ and most shared volumes) the staging file is hard-linked to `run.lock`, which fails if
+  it exists. Other file systems have no such call in `tf.io.gfile`, so the staging file is
+  renamed without overwrite and read back after `settle_seconds`; of two writers racing
+  within that window, the one whose token is read back wins and the other is refused.
 - **A heartbeat** thread rewrites the file's `heartbeat` timestamp every `heartbeat_seconds`.
   If it finds another token in the file (its lock was taken over), it logs an error and sets
   `lost`, which the holder checks at safe points.
 - **A stale lock is taken over with a warning**, so a restarted pod resumes by itself: a lock
   is stale when its heartbeat is older than `stale_after_seconds`, or when it was written on
   this host by a process that no longer exists (or by this very pid: a container restarted
-  in the same pod gets the same pid and hostname).
+  in the same pod gets the same pid and hostname). A lock file that cannot be read (empty,
+  garbage, written by an older tool or by a disk that filled up) is taken over with a warning
+  once the file itself is older than `stale_after_seconds`; a younger one may be a lock being
+  written, so it refuses, naming the file and what to do.
 """
 
 from __future__ import annotations
@@ -69,17 +75,44 @@ class LockInfo:
 
 
 class LockHeldError(RuntimeError):
-    """Another live run holds the folder's lock; `holder` says who."""
+    """Another live run holds the folder's lock; `holder` says who (None: the file is
+    unreadable, and `age` is how long ago it was last written)."""
 
-    def __init__(self, folder: str, holder: LockInfo | None, stale_after_seconds: float):
+    def __init__(
+        self,
+        folder: str,
+        holder: LockInfo | None,
+        stale_after_seconds: float,
+        age: float | None = None,
+    ):
         self.folder = folder
         self.holder = holder
-        who = holder.describe() if holder else f"another run ({lock_path(folder)} is unreadable)"
-        super().__init__(
-            f"{folder} is in use by {who}. Stop that run first, or use another "
-            f"folder; if it died, its lock is taken over once its heartbeat is "
-            f"{stale_after_seconds:.0f} s old."
-        )
+        path = lock_path(folder)
+        if holder is not None:
+            message = (
+                f"{folder} is in use by {holder.describe()}. Stop that run first, or use "
+                f"another folder; if it died, its lock {path} is taken over once its "
+                f"heartbeat is {stale_after_seconds:.0f} s old."
+            )
+        else:
+            written = f", last written {age:.0f} s ago" if age else ""
+            message = (
+                f"{folder} is locked by {path}, which is unreadable (being written, or left "
+                f"by a run that failed while writing it{written}). It is taken over once it "
+                f"is {stale_after_seconds:.0f} s old; if no run uses {folder}, you may "
+                f"delete {path} now."
+            )
+        super().__init__(message)
+
+
+class LockWriteError(OSError):
+    """The lock file could not be written (a full disk, no permission); nothing was left
+    behind. The message names the lock file."""
+
+    def __init__(self, path: str, error: BaseException):
+        reason = getattr(error, "strerror", None) or getattr(error, "message", None) or error
+        super().__init__(f"cannot write the lock file {path}: {reason}")
+        self.errno = getattr(error, "errno", None)
 
 
 def lock_path(folder: str) -> str:
@@ -113,6 +146,20 @@ def read_lock(folder: str) -> LockInfo | None:
         return LockInfo(**{field.name: raw[field.name] for field in dataclasses.fields(LockInfo)})
     except (tf.errors.NotFoundError, ValueError, KeyError, TypeError):
         return None
+
+
+def _lock_age(folder: str) -> float | None:
+    """Seconds since the lock file was last written; None if it is gone, 0.0 if its file
+    system keeps no modification time (TF's ram://), so it never looks stale."""
+    path = lock_path(folder)
+    try:
+        if _is_local(path):
+            mtime = os.stat(_local(path)).st_mtime
+        else:
+            mtime = tf.io.gfile.stat(path).mtime_nsec / 1e9
+    except (OSError, tf.errors.NotFoundError):
+        return None
+    return time.time() - mtime if mtime > 0 else 0.0
 
 
 def _process_exists(pid: int) -> bool:
@@ -193,10 +240,22 @@ class RunLock:
                     break
                 holder = read_lock(self.folder)
                 if holder is None:
-                    if tf.io.gfile.exists(self.path):
-                        # Unreadable (being written, or foreign): treat as held, not stale.
-                        raise LockHeldError(self.folder, None, self.stale_after_seconds)
-                    continue  # Released between our attempt and the read: try again.
+                    age = _lock_age(self.folder)
+                    if age is None:
+                        continue  # Released between our attempt and the read: try again.
+                    if age <= self.stale_after_seconds:
+                        # Unreadable and recent: maybe a lock being written; treat as held.
+                        raise LockHeldError(self.folder, None, self.stale_after_seconds, age)
+                    logging.warning(
+                        "Taking over the lock on %s: %s is unreadable and was last written "
+                        "%.0f s ago (stale after %.0f s).",
+                        self.folder,
+                        self.path,
+                        age,
+                        self.stale_after_seconds,
+                    )
+                    self._remove_if_unreadable()
+                    continue
                 stale_reason = self._stale_reason(holder)
                 if stale_reason is None:
                     raise LockHeldError(self.folder, holder, self.stale_after_seconds)
@@ -263,21 +322,48 @@ class RunLock:
         # Not "run.lock.*": some file systems (TF's ram://) answer exists() by prefix.
         return os.path.join(self.folder, f".{LOCK_FILE}-{info.token}.tmp")
 
+    def _write_staging(self, info: LockInfo) -> str:
+        """Writes `info` to a staging file beside the lock and returns its path; on failure
+        (a full disk) removes what was written and raises LockWriteError."""
+        staging = self._staging_path(info)
+        data = self._encode(info).encode()
+        try:
+            if _is_local(staging):
+                fd = os.open(_local(staging), os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            else:
+                with tf.io.gfile.GFile(staging, "wb") as f:
+                    f.write(data)
+        except (OSError, tf.errors.OpError) as error:
+            with contextlib.suppress(OSError, tf.errors.OpError):
+                tf.io.gfile.remove(staging)
+            raise LockWriteError(self.path, error) from error
+        return staging
+
     def _create(self, info: LockInfo) -> bool:
-        """Creates the lock file if absent; True if it is now ours."""
+        """Creates the lock file whole if absent; True if it is now ours."""
+        if not _is_local(self.path) and tf.io.gfile.exists(self.path):
+            return False
+        staging = self._write_staging(info)
         if _is_local(self.path):
             try:
-                fd = os.open(_local(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                os.link(_local(staging), _local(self.path))  # Fails if the lock exists.
             except FileExistsError:
                 return False
-            with os.fdopen(fd, "w") as f:
-                f.write(self._encode(info))
+            except OSError as error:
+                if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise LockWriteError(self.path, error) from error
+                return self._create_without_links(info)
+            finally:
+                with contextlib.suppress(OSError):
+                    os.remove(_local(staging))
             return True
-        if tf.io.gfile.exists(self.path):
-            return False
-        staging = self._staging_path(info)
-        with tf.io.gfile.GFile(staging, "w") as f:
-            f.write(self._encode(info))
         try:
             tf.io.gfile.rename(staging, self.path, overwrite=False)
         except tf.errors.AlreadyExistsError:
@@ -288,12 +374,34 @@ class RunLock:
         current = read_lock(self.folder)
         return current is not None and current.token == info.token
 
+    def _create_without_links(self, info: LockInfo) -> bool:
+        """Local file systems without hard links: exclusive create, removed again if the
+        write fails, so a failed write leaves no lock behind."""
+        try:
+            fd = os.open(_local(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(self._encode(info).encode())
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.remove(_local(self.path))
+            raise LockWriteError(self.path, error) from error
+        return True
+
     def _write(self, info: LockInfo) -> None:
         """Replaces the lock file's content in one step (rename over it)."""
-        staging = self._staging_path(info)
-        with tf.io.gfile.GFile(staging, "w") as f:
-            f.write(self._encode(info))
+        staging = self._write_staging(info)
         tf.io.gfile.rename(staging, self.path, overwrite=True)
+
+    def _remove_if_unreadable(self) -> None:
+        """Removes an unreadable lock file (after a last look: it may have just been
+        replaced by a readable one, which is then left alone)."""
+        if read_lock(self.folder) is not None:
+            return
+        with contextlib.suppress(tf.errors.NotFoundError, FileNotFoundError):
+            tf.io.gfile.remove(self.path)
 
     def _remove_if_token(self, token: str) -> None:
         current = read_lock(self.folder)

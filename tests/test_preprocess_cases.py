@@ -17,6 +17,7 @@ import apache_beam as beam
 import numpy as np
 import pytest
 import simplejpeg
+from absl import logging as absl_logging
 from apache_beam.metrics.metric import MetricsFilter
 from conftest import jpeg_bytes, load_photo, photo_crops, save_image
 from PIL import Image
@@ -368,3 +369,36 @@ def test_a_killed_runs_staging_folder_is_removed_by_the_next_run(sample_photos, 
     make_dataset("--num_shards=1", "--overwrite", input_dir=sample_photos, output_dir=out)
     assert not dead.exists()
     assert not [n for n in os.listdir(out) if n.startswith("_")]
+
+
+def test_a_stale_lock_is_taken_over_with_the_promised_warning(
+    tmp_path, sample_photos, capsys, monkeypatch
+):
+    # Issue 19 "also noticed": the takeover's warning was not shown at the default verbosity.
+    # absl's handler holds the stderr of the moment it was made: point it at this test's.
+    monkeypatch.setattr(absl_logging.get_absl_handler().python_handler, "stream", sys.stderr)
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = {"tool": "dlss-preprocess", "owner": "alice", "host": "gone-pod", "pid": 7}
+    stale.update(token="dead", started=0.0, heartbeat=0.0)
+    (out / run_lock.LOCK_FILE).write_text(json.dumps(stale))
+    argv = ["--source=folder", f"--input_dir={sample_photos}", f"--output_dir={out}"]
+    assert cli.main([*argv, "--scale=2", "--hr_size=32"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: Taking over the lock on" in err and "alice" in err, err
+    assert not (out / run_lock.LOCK_FILE).exists()
+
+
+def test_ctrl_c_exits_130_with_one_line(tmp_path, sample_photos, monkeypatch, capsys):
+    # Issue 19 "also noticed": Ctrl-C exited 1 with Beam's "RuntimeError: KeyboardInterrupt".
+    def interrupted(item, config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(examples, "examples_for_item", interrupted)
+    out = tmp_path / "out"
+    argv = ["--source=folder", f"--input_dir={sample_photos}", f"--output_dir={out}"]
+    assert cli.main([*argv, "--scale=2", "--hr_size=32"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == "dlss-preprocess: error: interrupted", err
+    assert "RuntimeError" not in err and "Traceback" not in err, err
+    assert os.listdir(out) == []  # no staging folder, no lock

@@ -7,8 +7,10 @@ the same code path as `gs://`.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -199,3 +201,68 @@ def test_another_live_process_is_refused_then_released(tmp_path):
     assert holder.returncode == 0
     with run_lock.RunLock(folder, "dlss-train"):
         pass
+
+
+def _full_disk_write(fd, data):
+    """os.write on a full disk: nothing written, ENOSPC."""
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_leaves_no_lock_and_the_error_names_the_file(tmp_path, monkeypatch):
+    # Issue 19 case 4: a full disk at lock time left a 0-byte run.lock that blocked the folder.
+    folder = str(tmp_path / "model")
+    monkeypatch.setattr(run_lock.os, "write", _full_disk_write)
+    with pytest.raises(OSError, match="No space left on device") as raised:
+        run_lock.RunLock(folder, "dlss-train").acquire()
+    monkeypatch.undo()
+    assert run_lock.lock_path(folder) in str(raised.value)
+    assert raised.value.errno == errno.ENOSPC
+    assert os.listdir(folder) == []  # no empty run.lock, no staging file
+    with run_lock.RunLock(folder, "dlss-train"):  # space freed: the next run goes ahead
+        pass
+
+
+@pytest.mark.parametrize("content", ["", "{not json", '{"tool": "dlss-train"}'])
+def test_an_old_unreadable_lock_is_taken_over_with_a_warning(tmp_path, monkeypatch, content):
+    # Issue 19 case 5: an empty or garbage lock file was never taken over, however old.
+    folder = str(tmp_path / "model")
+    os.makedirs(folder)
+    path = run_lock.lock_path(folder)
+    with open(path, "w") as f:
+        f.write(content)
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+    warnings = []
+    monkeypatch.setattr(logging, "warning", lambda fmt, *args: warnings.append(fmt % args))
+    with run_lock.RunLock(folder, "dlss-train") as lock:
+        assert run_lock.read_lock(folder).token == lock.info.token
+    assert any("Taking over" in w and path in w and "unreadable" in w for w in warnings), warnings
+
+
+def test_a_recent_unreadable_lock_says_what_to_do(tmp_path):
+    folder = str(tmp_path / "model")
+    os.makedirs(folder)
+    path = run_lock.lock_path(folder)
+    open(path, "w").close()
+    with pytest.raises(run_lock.LockHeldError) as raised:
+        run_lock.RunLock(folder, "dlss-train").acquire()
+    message = str(raised.value)
+    assert path in message and "delete" in message and "60 s old" in message
+    assert os.path.exists(path)
+
+
+def test_a_live_lock_message_names_the_lock_file(folder):
+    _write_lock(folder)
+    with pytest.raises(run_lock.LockHeldError, match=re.escape(run_lock.lock_path(folder))):
+        run_lock.RunLock(folder, "dlss-train", settle_seconds=0).acquire()
+
+
+def test_a_heartbeat_on_a_full_disk_leaves_the_lock_whole(tmp_path, monkeypatch):
+    folder = str(tmp_path / "model")
+    lock = run_lock.RunLock(folder, "dlss-train", heartbeat_seconds=1000, stale_after_seconds=2000)
+    with lock:
+        monkeypatch.setattr(run_lock.os, "write", _full_disk_write)
+        assert lock.refresh() and not lock.lost  # a transient error does not stop the run
+        monkeypatch.undo()
+        assert run_lock.read_lock(folder).token == lock.info.token
+        assert sorted(os.listdir(folder)) == ["run.lock"]

@@ -23,6 +23,7 @@ import traceback
 from beam_jobs.images_to_tfrecords.errors import NoExamplesError, PreflightError
 
 PROG = "dlss-preprocess"
+EXIT_INTERRUPTED = 130  # as every dlss tool (dlss_dist.cli), after the shell's convention
 EXAMPLES = """examples:
   dlss-preprocess --source=folder --input_dir=photos --output_dir=dataset --scale=2 --hr_size=64
   dlss-preprocess --source=celeba --celeba_dir=/data/celeba --output_dir=/data/celeba_sr \\
@@ -183,6 +184,7 @@ def configure_console(verbosity: int) -> tuple[str, ...]:
         std_logging.getLogger(name).setLevel(framework_level)
     if verbosity >= 1:
         return ()
+    console.show_own_story(std_logging.WARNING)  # e.g. "warning: Taking over the lock on ..."
     return ("--default_sdk_harness_log_level=ERROR",)
 
 
@@ -289,16 +291,42 @@ def main(argv: list[str]) -> int:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         _remove(getattr(e, "worker_log", None))
         return 2 if isinstance(e, PreflightError) else 1
-    except Exception as e:
+    except BaseException as e:
+        if not _interrupted(e):
+            if isinstance(e, Exception):
+                return _unexpected(e, story, verbosity)
+            raise
         story.end_line()
         if verbosity >= 1:
-            raise
-        log = getattr(e, "worker_log", None)
-        where = f"; the full log is {log}" if log else ""
-        print(f"{PROG}: error: {type(e).__name__}: {_first_line(e)}{where}", file=sys.stderr)
-        return 1
+            traceback.print_exc()
+        _remove(getattr(e, "worker_log", None))
+        print(f"{PROG}: error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     story.finish(manifest, manifest["parameters"]["output_dir"])
     return 0
+
+
+def _interrupted(error: BaseException) -> bool:
+    """Ctrl-C, also as Beam reports it from inside a step (a RuntimeError naming it)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, KeyboardInterrupt) or (
+            isinstance(error, RuntimeError) and "KeyboardInterrupt" in _first_line(error)
+        ):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _unexpected(e: Exception, story: Story, verbosity: int) -> int:
+    story.end_line()
+    if verbosity >= 1:
+        raise e
+    log = getattr(e, "worker_log", None)
+    where = f"; the full log is {log}" if log else ""
+    print(f"{PROG}: error: {type(e).__name__}: {_first_line(e)}{where}", file=sys.stderr)
+    return 1
 
 
 def _first_line(error: Exception) -> str:

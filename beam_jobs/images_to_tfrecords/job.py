@@ -374,19 +374,24 @@ def run_job(
       NoExamplesError: every input was rejected (the old dataset, if any, is kept).
     """
     options = preflight(options)
-    with _stderr_to_file(worker_log_to_file):
-        lock = _take_lock(options.output_dir)
-        try:
+    # The lock is taken before stderr goes to the worker log, so that a takeover's warning
+    # reaches the user.
+    lock = _take_lock(options.output_dir)
+    try:
+        with _stderr_to_file(worker_log_to_file):
             manifest = _run_locked(options, lock, on_start, on_progress)
-        finally:
-            lock.release()
+    finally:
+        lock.release()
     logging.info("Wrote %s", {s: v["examples"] for s, v in manifest["splits"].items()})
     return manifest
 
 
 def _take_lock(output_dir: str):
     """One live dlss-preprocess per output folder (``run.lock``; see dlss_dist.run_lock)."""
-    from dlss_dist import run_lock  # imports TensorFlow (tf.io.gfile): only when running
+    from dlss_dist import console
+
+    console.import_tensorflow_quietly()  # run_lock uses tf.io.gfile: no start-up banners
+    from dlss_dist import run_lock
 
     lock = run_lock.RunLock(output_dir, "dlss-preprocess")
     try:
