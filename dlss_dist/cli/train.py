@@ -1,7 +1,8 @@
 r"""Trains the super-resolution GAN.
 
   dlss-train --gin_file=sr_dcgan_celeba_32_128.gin --model_dir=/models/celeba \
-      --data_dir=/data/celeba [--gin_param='train_loop.total_steps = 1000']
+      --data_dir=/data/celeba [--gin_param='train_loop.total_steps = 1000'] \
+      [--init_generator_from=/models/psnr_run]
 
 Flags say where; everything about what is trained is a gin binding. The run resumes from the
 newest checkpoint in --model_dir. Exit codes: 0 done, 1 error (one line `dlss-train: error:
@@ -24,6 +25,13 @@ flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings applied after the files.")
 flags.DEFINE_string("model_dir", None, "Checkpoints, summaries, samples and exports.")
 flags.DEFINE_string("data_dir", None, "A dataset written by dlss-preprocess.")
+flags.DEFINE_string(
+    "init_generator_from",
+    None,
+    "Fine-tune: a training model directory (or checkpoint) whose generator (its EMA copy if "
+    "it has one) starts this run, e.g. a GAN phase from a PSNR-trained model. Used only when "
+    "--model_dir has no checkpoint yet.",
+)
 flags.mark_flags_as_required(["model_dir", "data_dir"])
 flags.register_validator("gin_file", bool, message="give at least one --gin_file")
 
@@ -41,7 +49,10 @@ def main(argv):
         config.parse_config(FLAGS.gin_file, FLAGS.gin_param)
         strategy = distribute.create_strategy()
         metrics = loop.train_loop(
-            strategy=strategy, model_dir=FLAGS.model_dir, data_dir=FLAGS.data_dir
+            strategy=strategy,
+            model_dir=FLAGS.model_dir,
+            data_dir=FLAGS.data_dir,
+            init_generator_from=FLAGS.init_generator_from,
         )
     except loop.Preempted as stop:
         logging.warning("%s", stop)

@@ -19,9 +19,10 @@ from dlss_dist.models.discriminators import (
     dcgan_discriminator,
     sr_dcgan_discriminator,
     srgan_discriminator,
+    unet_discriminator,
 )
 from dlss_dist.models.generators import dcgan_generator, sr_dcgan_generator, srresnet_generator
-from dlss_dist.models.layers import BicubicUpsample, PixelShuffle
+from dlss_dist.models.layers import BicubicUpsample, PixelShuffle, SpectralNormConv2D
 from dlss_dist.models.losses import (
     PerceptualLoss,
     discriminator_loss,
@@ -33,6 +34,7 @@ __all__ = [
     "BicubicUpsample",
     "PerceptualLoss",
     "PixelShuffle",
+    "SpectralNormConv2D",
     "build_discriminator",
     "build_generator",
     "dcgan_discriminator",
@@ -47,6 +49,7 @@ __all__ = [
     "sr_dcgan_generator",
     "srgan_discriminator",
     "srresnet_generator",
+    "unet_discriminator",
 ]
 
 

@@ -1,10 +1,11 @@
-"""Discriminators: HR-sized image in [-1, 1] -> one real/fake LOGIT per image, shape [N].
+"""Discriminators: HR-sized image in [-1, 1] -> real/fake LOGITS, in float32.
 
-The sigmoid the seeds put at the end lives in the loss (`losses.discriminator_loss`), where
-it is computed from logits without overflow. Every discriminator ends in global pooling, so it
-accepts any crop size; the logit is computed in float32 under a `mixed_float16` policy.
-Select one with `build_discriminator.network = @srgan_discriminator` (or `@dcgan_discriminator`,
-`@sr_dcgan_discriminator`).
+The global ones (the seeds' and SRGAN's) end in global pooling and return one logit per
+image, [N], for any crop size; Real-ESRGAN's U-Net returns one per pixel, [N, H, W, 1], and the
+losses average those per example. The sigmoid the seeds put at the end lives in the loss
+(`losses.discriminator_loss`), where it is computed from logits without overflow. Select one
+with `build_discriminator.network = @srgan_discriminator` (or `@dcgan_discriminator`,
+`@sr_dcgan_discriminator`, `@unet_discriminator`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import keras
 
 from dlss_dist.models.layers import (
     NORMALIZATIONS,
+    SpectralNormConv2D,
     check_choice,
     check_kernel,
     check_positive_float,
@@ -172,3 +174,54 @@ def srgan_discriminator(
     x = keras.layers.LeakyReLU(negative_slope=leaky_relu_slope, name="dense_act")(x)
     x = keras.layers.Dense(1, dtype="float32", name="logit")(x)
     return keras.Model(image, _logits(x), name="srgan_discriminator")
+
+
+@gin.configurable
+def unet_discriminator(
+    *,
+    num_filters: int = 64,
+    skip_connections: bool = True,
+    leaky_relu_slope: float = 0.2,
+) -> keras.Model:
+    """Real-ESRGAN's U-Net discriminator with spectral normalisation (Wang et al. 2021).
+
+    It returns a realness LOGIT PER PIXEL, [N, H, W], instead of one per image: the generator
+    is told where its output looks fake, which a globally pooled discriminator cannot say,
+    and spectral normalisation keeps the stronger discriminator stable. Layout
+    (`UNetDiscriminatorSN` in Real-ESRGAN): a plain 3x3 conv, three stride-2 4x4 SN convs
+    (filters ×2, ×4, ×8), three bilinear ×2 upsamplings each followed by a 3x3 SN conv and,
+    with `skip_connections`, the encoder feature of the same size added; two 3x3 SN convs and
+    a plain 3x3 conv to one channel. LeakyReLU after every conv but the last. Crops must have
+    sides divisible by 8. The losses average the per-pixel terms per example.
+
+    Args:
+      num_filters: filters of the first conv (Real-ESRGAN: 64).
+      skip_connections: add encoder features to the decoder (Real-ESRGAN: True).
+      leaky_relu_slope: negative slope of the LeakyReLU activations.
+
+    Returns:
+      A keras.Model [N, H, W, 3] -> logit map [N, H, W, 1].
+    """
+    check_positive_int("num_filters", num_filters)
+    check_positive_float("leaky_relu_slope", leaky_relu_slope)
+
+    def act(name):
+        return keras.layers.LeakyReLU(negative_slope=leaky_relu_slope, name=f"{name}_act")
+
+    image = keras.Input(shape=(None, None, 3), name="image")
+    x0 = act("conv0")(_conv(num_filters, 3, "conv0")(image))
+    x1 = act("down1")(SpectralNormConv2D(num_filters * 2, 4, strides=2, name="down1")(x0))
+    x2 = act("down2")(SpectralNormConv2D(num_filters * 4, 4, strides=2, name="down2")(x1))
+    x3 = act("down3")(SpectralNormConv2D(num_filters * 8, 4, strides=2, name="down3")(x2))
+    x = x3
+    for level, skip in ((4, x2), (2, x1), (1, x0)):
+        name = f"up{level}"
+        x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_resize")(x)
+        x = act(name)(SpectralNormConv2D(num_filters * level, 3, use_bias=False, name=name)(x))
+        if skip_connections:
+            x = keras.layers.Add(name=f"{name}_skip")([x, skip])
+    for name in ("refine1", "refine2"):
+        x = act(name)(SpectralNormConv2D(num_filters, 3, use_bias=False, name=name)(x))
+    x = _conv(1, 3, "to_logit_map")(x)
+    logits = keras.layers.Activation("linear", dtype="float32", name="logits")(x)
+    return keras.Model(image, logits, name="unet_discriminator")

@@ -114,6 +114,84 @@ class BicubicUpsample(keras.layers.Layer):
         return {**super().get_config(), "scale": self.scale}
 
 
+@keras.saving.register_keras_serializable(package="dlss_dist")
+class SpectralNormConv2D(keras.layers.Layer):
+    """Conv2D whose kernel is divided by its largest singular value (Miyato et al. 2018).
+
+    One power iteration per training call refines the persistent estimate `u` of the leading
+    left singular vector, as in PyTorch's `spectral_norm` (which Real-ESRGAN's U-Net
+    discriminator uses). Keras's own `SpectralNormalization` wrapper instead rewrites the
+    wrapped kernel in place and assigns variables in a replica context, which MirroredStrategy
+    forbids; here the normalised kernel is computed in the forward pass, so the gradient flows
+    through the normalisation and only `u` is assigned (aggregated as "only_first_replica", so
+    every replica keeps the same estimate).
+    """
+
+    def __init__(self, filters: int, kernel_size, *, strides=1, use_bias=True, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = check_kernel("kernel_size", kernel_size)
+        self.strides = int(strides)
+        self.use_bias = bool(use_bias)
+
+    def build(self, input_shape):
+        in_channels = int(input_shape[-1])
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(*self.kernel_size, in_channels, self.filters),
+            initializer="glorot_uniform",
+        )
+        self.bias = (
+            self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
+            if self.use_bias
+            else None
+        )
+        self.u = self.add_weight(
+            name="u",
+            shape=(self.filters,),
+            initializer=keras.initializers.RandomNormal(seed=0),
+            trainable=False,
+            aggregation="only_first_replica",
+        )
+
+    def _normalized_kernel(self, training: bool) -> tf.Tensor:
+        kernel = tf.convert_to_tensor(self.kernel)
+        matrix = tf.reshape(kernel, [-1, self.filters])  # [kh*kw*in, out]
+        u = tf.math.l2_normalize(tf.convert_to_tensor(self.u))
+        v = tf.stop_gradient(tf.math.l2_normalize(tf.linalg.matvec(matrix, u)))
+        u = tf.stop_gradient(tf.math.l2_normalize(tf.linalg.matvec(matrix, v, transpose_a=True)))
+        if training:
+            self.u.assign(u)
+        sigma = tf.tensordot(v, tf.linalg.matvec(matrix, u), axes=1)
+        return kernel / sigma
+
+    def call(self, inputs, training=False):
+        kernel = tf.cast(self._normalized_kernel(bool(training)), inputs.dtype)
+        outputs = tf.nn.conv2d(inputs, kernel, strides=self.strides, padding="SAME")
+        if self.bias is not None:
+            outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, inputs.dtype))
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        s = self.strides
+        return (
+            n,
+            None if h is None else -(-h // s),
+            None if w is None else -(-w // s),
+            self.filters,
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "use_bias": self.use_bias,
+        }
+
+
 def check_positive_int(name: str, value, *, minimum: int = 1) -> int:
     """Returns `value` if it is an int ≥ `minimum`, else raises ValueError naming `name`."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

@@ -34,13 +34,26 @@ def _per_example_mean(x: tf.Tensor) -> tf.Tensor:
 
 
 def _logits(name: str, logits) -> tf.Tensor:
-    """Accepts logits shaped [N] or [N, 1]; returns float32 [N]."""
+    """Accepts logits shaped [N], [N, 1] or a logit map [N, H, W, 1]; returns float32 [N]
+    or [N, H, W]."""
     logits = tf.cast(tf.convert_to_tensor(logits), tf.float32)
-    if logits.shape.rank == 2 and logits.shape[1] == 1:
-        logits = tf.squeeze(logits, axis=1)
-    if logits.shape.rank != 1:
-        raise ValueError(f"`{name}` must have shape [N] or [N, 1], got {logits.shape}.")
+    if logits.shape.rank in (2, 4) and logits.shape[-1] == 1:
+        logits = tf.squeeze(logits, axis=-1)
+    if logits.shape.rank not in (1, 3):
+        raise ValueError(
+            f"`{name}` must have shape [N], [N, 1] or [N, H, W, 1], got {logits.shape}."
+        )
     return logits
+
+
+def _per_example(loss: tf.Tensor) -> tf.Tensor:
+    """A per-logit loss -> [N]: per-pixel terms of a logit map are averaged per example."""
+    return loss if loss.shape.rank == 1 else _per_example_mean(loss)
+
+
+def logits_mean(logits) -> tf.Tensor:
+    """Mean logit per example, [N], for any shape `_logits` accepts."""
+    return _per_example(_logits("logits", logits))
 
 
 def _bce(labels_value: float, logits: tf.Tensor) -> tf.Tensor:
@@ -82,8 +95,8 @@ def discriminator_loss(real_logits, fake_logits, kind: str = "bce") -> tf.Tensor
     - "hinge": relu(1 − real) + relu(1 + fake).
 
     Args:
-      real_logits: D(hr), [N] or [N, 1].
-      fake_logits: D(sr), [N] or [N, 1].
+      real_logits: D(hr), [N] or [N, 1], or a logit map [N, H, W, 1] (U-Net).
+      fake_logits: D(sr), the same shape.
       kind: one of "bce", "ragan", "hinge".
 
     Returns:
@@ -93,10 +106,12 @@ def discriminator_loss(real_logits, fake_logits, kind: str = "bce") -> tf.Tensor
     real = _logits("real_logits", real_logits)
     fake = _logits("fake_logits", fake_logits)
     if kind == "bce":
-        return _bce(1.0, real) + _bce(0.0, fake)
+        return _per_example(_bce(1.0, real) + _bce(0.0, fake))
     if kind == "ragan":
-        return _bce(1.0, real - tf.reduce_mean(fake)) + _bce(0.0, fake - tf.reduce_mean(real))
-    return tf.nn.relu(1.0 - real) + tf.nn.relu(1.0 + fake)
+        return _per_example(
+            _bce(1.0, real - tf.reduce_mean(fake)) + _bce(0.0, fake - tf.reduce_mean(real))
+        )
+    return _per_example(tf.nn.relu(1.0 - real) + tf.nn.relu(1.0 + fake))
 
 
 def generator_adversarial_loss(real_logits, fake_logits, kind: str = "bce") -> tf.Tensor:
@@ -118,13 +133,15 @@ def generator_adversarial_loss(real_logits, fake_logits, kind: str = "bce") -> t
     check_choice("kind", kind, ADVERSARIAL_LOSSES)
     fake = _logits("fake_logits", fake_logits)
     if kind == "bce":
-        return _bce(1.0, fake)
+        return _per_example(_bce(1.0, fake))
     if kind == "hinge":
-        return -fake
+        return _per_example(-fake)
     if real_logits is None:
         raise ValueError('`real_logits` is required for kind="ragan".')
     real = _logits("real_logits", real_logits)
-    return _bce(0.0, real - tf.reduce_mean(fake)) + _bce(1.0, fake - tf.reduce_mean(real))
+    return _per_example(
+        _bce(0.0, real - tf.reduce_mean(fake)) + _bce(1.0, fake - tf.reduce_mean(real))
+    )
 
 
 @gin.configurable

@@ -115,6 +115,27 @@ def max_input_pixels_of_run() -> int:
         return export.DEFAULT_MAX_INPUT_PIXELS
 
 
+def resolve_init_checkpoint(source: str) -> str:
+    """The checkpoint `--init_generator_from` names: a training model directory's newest, a
+    checkpoint directory's newest, or a checkpoint prefix. Raises ValueError if none."""
+    is_model_dir = tf.io.gfile.isdir(model_dir_lib.ModelDir(source).checkpoints)
+    try:
+        return model_dir_lib.resolve_checkpoint(source, None if is_model_dir else source)
+    except FileNotFoundError as error:
+        raise ValueError(
+            f"--init_generator_from={source}: {error}. Give a training model directory "
+            "(one with checkpoints/) or a checkpoint prefix."
+        ) from None
+
+
+def _init_generator(trainer: trainer_lib.Trainer, checkpoint: str) -> None:
+    """Starts the generator (and its EMA copy) from another run's generator weights."""
+    for generator in (trainer.generator, trainer.ema_generator):
+        if generator is not None:
+            model_dir_lib.restore_generator_weights(generator, checkpoint)
+    logging.info("Generator initialised from %s.", checkpoint)
+
+
 def build_trainer(
     strategy: tf.distribute.Strategy,
     *,
@@ -168,7 +189,7 @@ def build_trainer(
     return trainer, checkpoint
 
 
-@gin.configurable(denylist=["strategy", "model_dir", "data_dir"])
+@gin.configurable(denylist=["strategy", "model_dir", "data_dir", "init_generator_from"])
 def train_loop(
     *,
     strategy: tf.distribute.Strategy,
@@ -193,6 +214,7 @@ def train_loop(
     seed: int = 0,
     deterministic: bool = False,
     max_input_pixels: int = export.DEFAULT_MAX_INPUT_PIXELS,
+    init_generator_from: str | None = None,
 ) -> dict[str, float]:
     """Trains the GAN in `model_dir` from `data_dir`, resuming from its newest checkpoint.
 
@@ -221,6 +243,9 @@ def train_loop(
       seed: seeds weight initialisation and data order.
       deterministic: enable TF op determinism (bit-exact resume; slower).
       max_input_pixels: the exported model's input size limit.
+      init_generator_from: a training model directory (or checkpoint) whose generator
+        starts this run: fine-tuning, e.g. a GAN phase from a PSNR-trained model. Read once,
+        when `model_dir` has no checkpoint yet; a resumed run continues from its own.
 
     The scale is the generator's own (`export.infer_scale`), checked against the dataset's.
 
@@ -239,6 +264,7 @@ def train_loop(
     """
     check_settings(dict(locals()), num_replicas=strategy.num_replicas_in_sync)
     check_model_dir(model_dir, total_steps=total_steps)
+    init_checkpoint = resolve_init_checkpoint(init_generator_from) if init_generator_from else None
     manifest = schema.read_manifest(data_dir)
     chief = distribute.is_chief(strategy)
     paths = model_dir_lib.ModelDir(model_dir)
@@ -271,6 +297,8 @@ def train_loop(
             keep=keep_checkpoints,
         )
         resumed = store.restore_latest()
+        if init_checkpoint and not resumed:
+            _init_generator(trainer, init_checkpoint)
         start_step = int(trainer.global_step.numpy())
         input_fn = pipeline.make_input_fn(data_dir, start_step=start_step)
         iterator = iter(strategy.distribute_datasets_from_function(input_fn))

@@ -345,12 +345,28 @@ def load_generator(model_dir: str, checkpoint: str | None = None) -> tuple[keras
         # from an older version (e.g. with a binding since removed) still be exported.
         gin.parse_config(f.read(), skip_unknown=True)
     generator = models.build_generator()
+    restore_generator_weights(generator, path)
+    return generator, export.infer_scale(generator)
 
-    names = {name for name, _ in tf.train.list_variables(path)}
+
+def restore_generator_weights(generator: keras.Model, checkpoint: str) -> str:
+    """Reads a checkpoint's generator weights into `generator`: the EMA copy when the
+    checkpoint has one (what gets exported), else the raw generator. Returns the attribute
+    read ("ema_generator" or "generator").
+
+    Raises ArchitectureMismatchError when the checkpoint holds another architecture.
+    """
+    names = {name for name, _ in tf.train.list_variables(checkpoint)}
     attribute = (
         EMA_GENERATOR if any(n.startswith(f"{EMA_GENERATOR}/") for n in names) else GENERATOR
     )
-    status = tf.train.Checkpoint(**{attribute: generator}).read(path).expect_partial()
-    _restore_matching(status, path)
-    logging.info("Restored %s weights from %s", attribute, path)
-    return generator, export.infer_scale(generator)
+    try:
+        status = tf.train.Checkpoint(**{attribute: generator}).read(checkpoint).expect_partial()
+    except (ValueError, tf.errors.InvalidArgumentError) as error:
+        raise ArchitectureMismatchError(
+            f"{checkpoint} holds a different generator than the current config builds "
+            f"({str(error).splitlines()[0][:300]})."
+        ) from None
+    _restore_matching(status, checkpoint)
+    logging.info("Restored %s weights from %s", attribute, checkpoint)
+    return attribute

@@ -332,8 +332,8 @@ class Trainer:
             "pixel": self._average(pixel),
             "adversarial": self._average(adversarial),
             "perceptual": self._average(perceptual),
-            "d_real": self._average(tf.sigmoid(real_logits)),
-            "d_fake": self._average(tf.sigmoid(fake_logits)),
+            "d_real": self._average(losses.logits_mean(tf.sigmoid(real_logits))),
+            "d_fake": self._average(losses.logits_mean(tf.sigmoid(fake_logits))),
             "psnr": self._average(batch_psnr(hr, sr)),
         }
 
