@@ -94,15 +94,15 @@ def make_dataset(workdir: str) -> str:
     stored = -(-FLAGS.hr_size * 3 // 2 // FLAGS.scale) * FLAGS.scale
     output = os.path.join(workdir, "dataset")
     images_to_tfrecords.run_job(
-        [
-            "--source=folder",
-            f"--input_dir={photos}",
-            f"--output_dir={output}",
-            f"--scale={FLAGS.scale}",
-            f"--hr_size={stored}",
-            "--patches_per_image=24",
-            "--num_shards=4",
-        ]
+        images_to_tfrecords.JobOptions(
+            source="folder",
+            inputs={"input_dir": photos},
+            output_dir=output,
+            scale=FLAGS.scale,
+            hr_size=stored,
+            patches_per_image=24,
+            num_shards=4,
+        )
     )
     return output
 
