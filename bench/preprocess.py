@@ -1,24 +1,30 @@
 """Benchmark: dlss-preprocess (1 and 2 workers) against the script a user would write.
 
-Synthesises CelebA-sized (178x218) JPEGs from scikit-image's photographs, then runs, each
-in a fresh process and timed end to end (interpreter start, imports, work, metadata),
-round-robin so every contender meets the same load:
+Synthesises CelebA-sized (178x218) JPEGs from scikit-image's photographs, then runs each
+contender as a fresh process, timed end to end (interpreter start, imports, work, metadata,
+exit), in wall time and in CPU time (user + system of the process and every process it
+waited for, from ``os.wait4``: far less sensitive than wall time to other load on the
+machine):
 
   plain    what a user writes instead of our job (``plain_script`` below): Pillow open,
            centre crop, ``Image.resize(BICUBIC)`` to 128 and to 32, Pillow's default PNG,
            ``tf.train.Example`` and ``tf.io.TFRecordWriter``, one file per split
-  beam_1   dlss-preprocess, the in-process FnApiRunner (1 worker)
+  beam_1   dlss-preprocess --direct_num_workers=1 (the in-process FnApiRunner)
   beam_2   dlss-preprocess --direct_num_workers=2 --direct_running_mode=multi_processing
 
-at each ``--sizes`` (default 2000 and 10000 images). First it times the per-image work
-alone, ours against the script's loop body, interleaved in this process. Then reports, per
-contender, the best end-to-end seconds at each size, the ratio to ``plain`` (> 1: faster
-than the script), and the steady-state rate: the extra images between the two sizes
-divided by the extra seconds, which cancels fixed start-up; per worker for beam_2.
-Writes JSON.
+at each of ``--sizes`` (default 500, 3000, 10000 images), in ``--rounds`` interleaved rounds
+(every round runs every size and contender once, in a rotating order, so each meets the
+same load). Per contender it reports the best time at each size, the ratio to ``plain``
+(> 1: faster than the script) and to ``beam_1``, and a straight-line fit
+``seconds = fixed + per_image * images`` over the sizes: the fixed cost (start-up and
+tear-down) and the per-image cost, separately. ``--breakdown`` also times the phases of one
+small run per worker count (wall-clock stamps at phase boundaries inside the process) and
+lists what the launcher's imports cost (``python -X importtime``). Writes JSON.
 
-  nice -n 10 .venv/bin/python bench/preprocess.py --sizes=2000,10000 --repeats=2 \\
-      --output_json=bench/results/preprocess.json
+  nice -n 10 .venv/bin/python bench/preprocess.py --sizes=500,3000,10000 --rounds=2 \\
+      --breakdown --output_json=bench/results/preprocess.json
+
+``--sizes=20,60 --rounds=1 --contenders=beam_1`` is a quick check (the test suite runs that).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,7 +41,8 @@ import time
 
 HR_SIZE = 128
 SCALE = 4
-WORKERS = {"plain": 1, "beam_1": 1, "beam_2": 2}
+CONTENDERS = ("plain", "beam_1", "beam_2")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def synthesise(directory: str, count: int) -> None:
@@ -147,111 +156,348 @@ def per_image_milliseconds(input_dir: str, count: int, rounds: int = 3) -> dict[
     return best
 
 
-def timed(command: list[str]) -> float:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    start = time.perf_counter()
-    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return time.perf_counter() - start
+def job_command(input_dir: str, output_dir: str, *extra: str) -> list[str]:
+    """The dlss-preprocess command line (as ``python -m``) for this bench's images."""
+    return [
+        sys.executable,
+        "-m",
+        "beam_jobs.images_to_tfrecords",
+        "--source=folder",
+        f"--input_dir={input_dir}",
+        f"--output_dir={output_dir}",
+        f"--scale={SCALE}",
+        f"--hr_size={HR_SIZE}",
+        "--overwrite",
+        *extra,
+    ]
+
+
+def contender_command(name: str, input_dir: str, output_dir: str) -> list[str]:
+    if name == "plain":
+        return [sys.executable, os.path.abspath(__file__), "--_plain", input_dir, output_dir]
+    if name == "beam_1":
+        return job_command(input_dir, output_dir, "--direct_num_workers=1")
+    if name == "beam_2":
+        return job_command(
+            input_dir,
+            output_dir,
+            "--direct_num_workers=2",
+            "--direct_running_mode=multi_processing",
+        )
+    raise ValueError(f"unknown contender {name!r}; choose from {', '.join(CONTENDERS)}")
+
+
+def _env() -> dict[str, str]:
+    path = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=path)
+
+
+def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Runs ``command`` to completion; returns (wall seconds, CPU seconds).
+
+    CPU is user + system time of the process and of every descendant it waited for (Beam's
+    worker processes included), from ``os.wait4``.
+    """
+    with tempfile.TemporaryFile() as errors:
+        start = time.perf_counter()
+        process = subprocess.Popen(
+            command, env=env or _env(), stdout=subprocess.DEVNULL, stderr=errors, cwd=REPO
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode:
+            errors.seek(0)
+            tail = errors.read().decode(errors="replace")[-2000:]
+            raise RuntimeError(f"{' '.join(command)} exited {process.returncode}:\n{tail}")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def fit_line(sizes: list[int], seconds: list[float]) -> tuple[float, float]:
+    """Least-squares ``seconds = fixed + per_image * size``; returns (fixed s, per-image s)."""
+    n = len(sizes)
+    mean_x = sum(sizes) / n
+    mean_y = sum(seconds) / n
+    sxx = sum((x - mean_x) ** 2 for x in sizes)
+    per_image = sum((x - mean_x) * (y - mean_y) for x, y in zip(sizes, seconds, strict=True)) / sxx
+    return mean_y - per_image * mean_x, per_image
+
+
+def measure(inputs: dict[int, str], work: str, contenders: list[str], rounds: int) -> dict:
+    """Every contender at every size, ``rounds`` times, interleaved; all (wall, cpu) pairs."""
+    runs = {name: {size: [] for size in inputs} for name in contenders}
+    for round_index in range(rounds):
+        for size_index, (size, input_dir) in enumerate(inputs.items()):
+            shift = (round_index + size_index) % len(contenders)
+            for name in contenders[shift:] + contenders[:shift]:
+                output_dir = os.path.join(work, f"out_{name}_{size}")
+                wall, cpu = timed(contender_command(name, input_dir, output_dir))
+                shutil.rmtree(output_dir, ignore_errors=True)
+                runs[name][size].append((wall, cpu))
+                print(
+                    f"round {round_index + 1} {name:<7} {size:>6} images "
+                    f"{wall:7.2f} s wall {cpu:7.2f} s CPU",
+                    flush=True,
+                )
+    return runs
+
+
+def summarise(runs: dict, sizes: list[int]) -> dict:
+    """Best times, ratios, and the fixed / per-image split for wall and CPU time."""
+    result = {}
+    for kind, index in (("wall", 0), ("cpu", 1)):
+        best = {
+            n: {s: min(r[index] for r in by_size[s]) for s in sizes} for n, by_size in runs.items()
+        }
+        table = {"best_seconds": best}
+        if len(sizes) >= 2:
+            table["fit"] = {}
+            for name in best:
+                fixed, per_image = fit_line(sizes, [best[name][s] for s in sizes])
+                table["fit"][name] = {"fixed_seconds": fixed, "per_image_ms": per_image * 1e3}
+        for reference in ("plain", "beam_1"):
+            if reference in best:
+                table[f"ratio_to_{reference}"] = {
+                    n: {s: best[reference][s] / best[n][s] for s in sizes} for n in best
+                }
+        result[kind] = table
+    return result
+
+
+# -- breakdown: where a run's seconds go ----------------------------------------------------
+
+
+def _traced(trace_json: str, argv: list[str]) -> None:
+    """Runs the CLI as ``dlss-preprocess`` does, stamping wall-clock times at phase
+    boundaries (by wrapping the job's functions); writes them to ``trace_json`` at exit."""
+    import atexit
+
+    stamps = {"tracer_start": time.time()}
+    bundles = []
+
+    def stamp(name):
+        stamps.setdefault(name, time.time())
+
+    def wrap(owner, attribute, name):
+        original = getattr(owner, attribute, None)
+        if original is None:  # renamed since: that stamp is left out
+            return
+
+        def wrapper(*args, **kwargs):
+            stamp(f"{name}:begin")
+            try:
+                return original(*args, **kwargs)
+            finally:
+                stamp(f"{name}:end")
+
+        setattr(owner, attribute, wrapper)
+
+    from beam_jobs.images_to_tfrecords import cli
+
+    stamp("imported_cli")
+    from beam_jobs.images_to_tfrecords import job
+    from beam_jobs.images_to_tfrecords import manifest as manifest_lib
+
+    stamp("imported_job")
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import fn_runner, worker_handlers
+
+    wrap(cli, "parse_options", "parse_options")
+    wrap(job, "preflight", "preflight")
+    wrap(job, "_take_lock", "lock")
+    wrap(job, "choose_workers", "choose_workers")
+    wrap(manifest_lib, "tfds_metadata", "metadata")
+    wrap(job, "_publish", "publish")
+    wrap(beam.Pipeline, "run", "pipeline_run")
+    wrap(worker_handlers.WorkerHandlerManager, "close_all", "close_workers")
+    execute_bundle = fn_runner.FnApiRunner._execute_bundle
+
+    def timed_bundle(self, context, manager, bundle_input):
+        start = time.time()
+        try:
+            return execute_bundle(self, context, manager, bundle_input)
+        finally:
+            bundles.append((start, time.time()))
+
+    fn_runner.FnApiRunner._execute_bundle = timed_bundle
+
+    def dump():
+        stamp("exit_handlers")
+        with open(trace_json, "w") as f:
+            json.dump({"stamps": stamps, "bundles": bundles}, f)
+
+    atexit.register(dump)
+    sys.argv = [sys.argv[0], *argv]
+    cli.run()
+
+
+def _phases(t0: float, end: float, trace: dict) -> dict[str, float]:
+    """Seconds per phase from a trace (``t0``: the parent's time just before starting it)."""
+    s = trace["stamps"]
+    bundles = trace["bundles"]
+    first_stage = bundles[0][1] - bundles[0][0] if bundles else 0.0
+    stages = sum(b - a for a, b in bundles)
+    run_begin, run_end = s["pipeline_run:begin"], s["pipeline_run:end"]
+    close = s.get("close_workers:end", run_end) - s.get("close_workers:begin", run_end)
+    phases = {
+        "python start (interpreter, site)": s["tracer_start"] - t0,
+        "imports (dlss-preprocess, Beam)": s["imported_job"] - s["tracer_start"],
+        "options, preflight": s["lock:begin"] - s["parse_options:begin"],
+        "run lock": s["lock:end"] - s["lock:begin"],
+        "worker choice, pipeline construction": run_begin - s["lock:end"],
+        "runner set-up": bundles[0][0] - run_begin if bundles else 0.0,
+        "first stage (starts the workers; lists the inputs)": first_stage,
+        "other stages (the images, shards, accounting)": stages - first_stage,
+        "closing the workers": close,
+        "runner, rest": (run_end - run_begin) - stages - close - (bundles[0][0] - run_begin),
+        "metadata, publish, lock release": s["exit_handlers"] - run_end,
+        "exit": end - s["exit_handlers"],
+    }
+    return {name: round(seconds, 3) for name, seconds in phases.items()}
+
+
+def breakdown(input_dir: str, work: str) -> dict:
+    """Phases of one run per worker count, and the launcher's imports by package."""
+    result = {"images": len(os.listdir(input_dir))}
+    for name in ("beam_1", "beam_2"):
+        trace_json = os.path.join(work, f"trace_{name}.json")
+        output_dir = os.path.join(work, f"trace_out_{name}")
+        argv = contender_command(name, input_dir, output_dir)[3:]
+        t0 = time.time()
+        wall, cpu = timed(
+            [sys.executable, os.path.abspath(__file__), "--_traced", trace_json, *argv]
+        )
+        end = time.time()
+        shutil.rmtree(output_dir, ignore_errors=True)
+        with open(trace_json) as f:
+            trace = json.load(f)
+        result[name] = {"wall": wall, "cpu": cpu, "phases": _phases(t0, end, trace)}
+    result["launcher_imports_ms"] = import_costs(input_dir, work)
+    return result
+
+
+def import_costs(input_dir: str, work: str) -> dict[str, float]:
+    """Milliseconds of the launcher's imports during a 1-worker run, by top-level package:
+    the sum of each module's own time (``python -X importtime``; ``--verbosity=1`` keeps
+    stderr out of the job's log file). Packages under 20 ms are left out."""
+    output_dir = os.path.join(work, "importtime_out")
+    command = job_command(input_dir, output_dir, "--direct_num_workers=1", "--verbosity=1")
+    result = subprocess.run(
+        [command[0], "-X", "importtime", *command[1:]],
+        env=_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    shutil.rmtree(output_dir, ignore_errors=True)
+    by_package: dict[str, float] = {}
+    for line in result.stderr.splitlines():
+        match = re.match(r"import time:\s+(\d+) \|\s+\d+ \|\s+(\S+)$", line)
+        if match:  # a module's own ("self") time, summed per top-level package
+            package = match.group(2).split(".")[0]
+            by_package[package] = by_package.get(package, 0.0) + int(match.group(1)) / 1e3
+    top = sorted(by_package.items(), key=lambda item: -item[1])
+    return {name: round(ms, 1) for name, ms in top if ms >= 20}
+
+
+# -- main -----------------------------------------------------------------------------------
+
+
+def _print_report(result: dict) -> None:
+    sizes = result["sizes"]
+    for kind in ("wall", "cpu"):
+        table = result[kind]
+        best = table["best_seconds"]
+        print(f"\n{kind} time, best of {result['rounds']} (s; ratio to plain / to beam_1):")
+        print(f"{'contender':<9}" + "".join(f"{s:>22}" for s in sizes) + "   fixed s  per image ms")
+        for name in best:
+            cells = ""
+            for size in sizes:
+                ratios = "/".join(
+                    f"{table[f'ratio_to_{r}'][name][size]:.2f}"
+                    for r in ("plain", "beam_1")
+                    if f"ratio_to_{r}" in table
+                )
+                cells += f"{best[name][size]:>10.2f} ({ratios:>9})"
+            fit = table.get("fit", {}).get(name)
+            fitted = f"{fit['fixed_seconds']:>10.2f} {fit['per_image_ms']:>13.2f}" if fit else ""
+            print(f"{name:<9}{cells} {fitted}")
+    if "breakdown" in result:
+        b = result["breakdown"]
+        print(f"\nbreakdown of one run over {b['images']} images (wall s):")
+        print(f"{'phase':<52}{'beam_1':>8}{'beam_2':>8}")
+        for phase in b["beam_1"]["phases"]:
+            print(
+                f"{phase:<52}{b['beam_1']['phases'][phase]:>8.2f}{b['beam_2']['phases'][phase]:>8.2f}"
+            )
+        print(f"{'total (wall)':<52}{b['beam_1']['wall']:>8.2f}{b['beam_2']['wall']:>8.2f}")
+        print(f"{'total (CPU)':<52}{b['beam_1']['cpu']:>8.2f}{b['beam_2']['cpu']:>8.2f}")
+        print(f"launcher imports by package (ms): {b['launcher_imports_ms']}")
+    if result.get("per_image_ms_in_process"):
+        print(f"per image, in one process (ms): {result['per_image_ms_in_process']}")
+    print(f"load average before/after: {result['load_average_before_after']}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="2000,10000", help="two image counts, small,large")
-    parser.add_argument("--repeats", type=int, default=2, help="best of N runs per contender")
-    parser.add_argument("--output_json", default="bench/results/preprocess.json")
+    parser.add_argument("--sizes", default="500,3000,10000", help="image counts, e.g. 500,3000")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (best of N)")
+    parser.add_argument("--contenders", default=",".join(CONTENDERS), help="which to run")
+    parser.add_argument("--breakdown", action="store_true", help="also time the phases")
+    parser.add_argument("--breakdown_size", type=int, default=200, help="images for it")
     parser.add_argument(
-        "--per_image", type=int, default=300, help="images for the in-process per-image timing"
+        "--per_image", type=int, default=0, help="images for an in-process per-image timing"
     )
+    parser.add_argument("--output_json", default="bench/results/preprocess.json")
     parser.add_argument("--_plain", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--_traced", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._plain:
         plain_script(*args._plain)
         return
+    if args._traced:
+        _traced(args._traced[0], args._traced[1:])
+        return
 
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    contenders = [c for c in args.contenders.split(",") if c]
+    for name in contenders:
+        if name not in CONTENDERS:
+            parser.error(f"unknown contender {name!r}; choose from {', '.join(CONTENDERS)}")
     work = tempfile.mkdtemp(prefix="bench_preprocess_")
-    inputs = {}
-    for size in sizes:
-        inputs[size] = os.path.join(work, f"images_{size}")
-        synthesise(inputs[size], size)
-
-    def job(size, out, *extra):
-        return [
-            sys.executable,
-            "-m",
-            "beam_jobs.images_to_tfrecords",
-            "--source=folder",
-            f"--input_dir={inputs[size]}",
-            f"--output_dir={out}",
-            f"--scale={SCALE}",
-            f"--hr_size={HR_SIZE}",
-            "--overwrite",
-            *extra,
-        ]
-
-    contenders = {
-        "plain": lambda size, out: [
-            sys.executable,
-            os.path.abspath(__file__),
-            "--_plain",
-            inputs[size],
-            out,
-        ],
-        "beam_1": lambda size, out: job(size, out),
-        "beam_2": lambda size, out: job(
-            size, out, "--direct_num_workers=2", "--direct_running_mode=multi_processing"
-        ),
-    }
-    load_before = os.getloadavg()
-    per_image = per_image_milliseconds(inputs[sizes[0]], args.per_image)
-    print(f"per image, in process: {per_image}", flush=True)
-    runs: dict[str, dict[int, list[float]]] = {n: {s: [] for s in sizes} for n in contenders}
-    for _ in range(args.repeats):
+    try:
+        inputs = {}
         for size in sizes:
-            for name, command in contenders.items():
-                out = os.path.join(work, f"{name}_{size}")
-                seconds = timed(command(size, out))
-                runs[name][size].append(seconds)
-                print(f"{name:<7} {size:>6} images {seconds:7.2f} s", flush=True)
-    best = {n: {s: min(t) for s, t in by_size.items()} for n, by_size in runs.items()}
-    small, large = sizes[0], sizes[-1]
-    steady = {n: (large - small) / (best[n][large] - best[n][small]) for n in contenders}
-    result = {
-        "image_size": "178x218 JPEG -> HR 128, LR 32",
-        "cpu_count": os.cpu_count(),
-        "sizes": sizes,
-        "best_seconds": best,
-        "all_runs_seconds": runs,
-        "load_average_before_after": [load_before[0], os.getloadavg()[0]],
-        "ratio_to_plain": {
-            n: {s: best["plain"][s] / best[n][s] for s in sizes} for n in contenders
-        },
-        "steady_images_per_second": steady,
-        "steady_images_per_second_per_worker": {n: steady[n] / WORKERS[n] for n in contenders},
-        "steady_ratio_to_plain": {n: steady[n] / steady["plain"] for n in contenders},
-        "per_image_ms_in_process": per_image,
-        "aims": {
-            "beam_1 end to end at 2000": 1.0,
-            "beam_1 steady": 1.3,
-            "beam_2 end to end": 1.6,
-        },
-    }
+            inputs[size] = os.path.join(work, f"images_{size}")
+            synthesise(inputs[size], size)
+        load_before = os.getloadavg()[0]
+        result = {
+            "image_size": "178x218 JPEG -> HR 128, LR 32",
+            "cpu_count": os.cpu_count(),
+            "sizes": sizes,
+            "rounds": args.rounds,
+            "contenders": contenders,
+            "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        }
+        if args.breakdown:
+            small = os.path.join(work, "images_breakdown")
+            synthesise(small, args.breakdown_size)
+            result["breakdown"] = breakdown(small, work)
+        if args.per_image:
+            result["per_image_ms_in_process"] = per_image_milliseconds(
+                inputs[sizes[-1]], args.per_image
+            )
+        runs = measure(inputs, work, contenders, args.rounds)
+        result["all_runs_wall_cpu_seconds"] = runs
+        result.update(summarise(runs, sizes))
+        result["load_average_before_after"] = [load_before, os.getloadavg()[0]]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     os.makedirs(os.path.dirname(os.path.abspath(args.output_json)), exist_ok=True)
     with open(args.output_json, "w") as f:
         json.dump(result, f, indent=2)
-    header = " ".join(f"{f'{s} img s':>10} {'x plain':>7}" for s in sizes)
-    print(f"\n{'contender':<9} {header} {'steady img/s':>12} {'per worker':>10} {'x plain':>7}")
-    for name in contenders:
-        cells = " ".join(
-            f"{best[name][s]:10.2f} {result['ratio_to_plain'][name][s]:7.2f}" for s in sizes
-        )
-        print(
-            f"{name:<9} {cells} {steady[name]:12.1f} "
-            f"{result['steady_images_per_second_per_worker'][name]:10.1f} "
-            f"{result['steady_ratio_to_plain'][name]:7.2f}"
-        )
-    print(f"per image in process (ms): {per_image}")
-    print(f"load average before/after: {result['load_average_before_after']}")
+    _print_report(result)
     print(f"JSON: {args.output_json}")
 
 

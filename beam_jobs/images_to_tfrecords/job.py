@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import os
 import posixpath
 import re
+import shlex
 import shutil
 import sys
 import tempfile
@@ -27,6 +29,8 @@ import apache_beam as beam
 from absl import logging
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.portability import python_urns
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from beam_jobs.images_to_tfrecords import manifest as manifest_lib
 from beam_jobs.images_to_tfrecords import progress, shards
@@ -46,6 +50,15 @@ STAGING_PREFIX = "_staging-"  # <output_dir>/_staging-<run id>/: the dataset bei
 _OLD_PREFIX = "_replaced-"  # <output_dir>/_replaced-<run id>/: the old one, while swapping
 # Runners whose workers share this machine's disk (progress files work there).
 _LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner")
+# Runners that honour --direct_num_workers (the job picks a default for them).
+_WORKER_RUNNERS = ("FnApiRunner", "DirectRunner", "SwitchingDirectRunner")
+# Below this many inputs one worker finishes first: a second worker process costs about a
+# second of start-up (its Python and Beam imports) and saves a few ms per input
+# (BENCHMARKS.md, issue 20).
+WORKERS_PAY_OFF_FROM = 1000
+# The command Beam's FnApiRunner starts a multi_processing worker with, and ours (worker.py).
+_BEAM_WORKER_COMMAND = f"{sys.executable} -m apache_beam.runners.worker.sdk_worker_main"
+WORKER_COMMAND = f"{shlex.quote(sys.executable)} -m beam_jobs.images_to_tfrecords.worker"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,9 +295,104 @@ def beam_options(beam_args: tuple[str, ...]) -> PipelineOptions:
     ``--direct_running_mode``.
     """
     args = list(beam_args)
-    if not any(a == "--runner" or a.startswith("--runner=") for a in args):
+    if not _given(args, "runner"):
         args.append("--runner=FnApiRunner")
     return PipelineOptions(args)
+
+
+def _given(beam_args, name: str) -> bool:
+    return any(a == f"--{name}" or a.startswith(f"--{name}=") for a in beam_args)
+
+
+class LocalRunner(FnApiRunner):
+    """Beam's FnApiRunner, starting its multi_processing workers with :mod:`worker`.
+
+    The workers run Beam's own SDK harness either way; ours exit without the
+    interpreter's teardown, which Beam waits for one worker after another when the job
+    ends (see worker.py). Only the command line of the worker processes differs: the
+    pipeline, its options and every other runner are untouched.
+    """
+
+    def run_via_runner_api(self, pipeline_proto, options):
+        for environment in pipeline_proto.components.environments.values():
+            if (
+                environment.urn == python_urns.SUBPROCESS_SDK
+                and environment.payload == _BEAM_WORKER_COMMAND.encode()
+            ):
+                environment.payload = WORKER_COMMAND.encode()
+        return super().run_via_runner_api(pipeline_proto, options)
+
+
+def _runner(pipeline_options: PipelineOptions):
+    """The runner object for ``beam.Pipeline``: ours for the FnApiRunner, else Beam's choice."""
+    if str(pipeline_options.get_all_options().get("runner")) == "FnApiRunner":
+        return LocalRunner()
+    return None
+
+
+def available_cores() -> int:
+    """The CPU cores this process may use: its CPU affinity, capped by a cgroup CPU quota
+    (a container's CPU limit, rounded up)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(cores, 1)
+
+
+def count_inputs(options: JobOptions, limit: int) -> int:
+    """The number of input files, counted up to ``limit`` (listing stops there)."""
+    source = SOURCES[options.source]
+    return sum(1 for _ in itertools.islice(source.list_inputs(dict(options.inputs)), limit))
+
+
+def choose_workers(
+    beam_args: tuple[str, ...], count: Callable[[int], int], cores: int
+) -> tuple[tuple[str, ...], str | None]:
+    """Picks ``--direct_num_workers`` when the user did not and the runner is a local one.
+
+    ``count(limit)`` counts the inputs up to ``limit``. All ``cores`` work as worker
+    processes (``multi_processing``, unless ``--direct_running_mode`` says otherwise) when
+    there are at least :data:`WORKERS_PAY_OFF_FROM` inputs, else one worker in this process.
+    Returns (the Beam arguments to add, the sentence for the job's story, or None when the
+    choice was not ours).
+    """
+    standard = PipelineOptions(list(beam_args)).get_all_options()
+    runner = standard.get("runner") or "FnApiRunner"
+    if str(runner) not in _WORKER_RUNNERS or standard.get("environment_type") == "LOOPBACK":
+        return (), None
+    if _given(beam_args, "direct_num_workers"):
+        workers = standard.get("direct_num_workers") or cores
+        return (), f"{workers} worker{'s' if workers != 1 else ''} (--direct_num_workers)"
+    mode = standard.get("direct_running_mode") or "in_memory"
+    if mode == "in_memory" and _given(beam_args, "direct_running_mode"):
+        return ("--direct_num_workers=1",), "1 worker (--direct_running_mode=in_memory)"
+    if cores < 2:
+        return ("--direct_num_workers=1",), "1 worker (1 CPU core available)"
+    found = count(WORKERS_PAY_OFF_FROM)
+    if found < WORKERS_PAY_OFF_FROM:
+        return (
+            ("--direct_num_workers=1",),
+            f"1 worker: {found} inputs are too few to pay for starting {cores} worker "
+            f"processes (from {WORKERS_PAY_OFF_FROM}; --direct_num_workers=N to choose)",
+        )
+    extra = (f"--direct_num_workers={cores}",)
+    if not _given(beam_args, "direct_running_mode"):
+        mode = "multi_processing"
+        extra += ("--direct_running_mode=multi_processing",)
+    kind = "processes" if mode == "multi_processing" else "threads"
+    return (
+        extra,
+        f"{cores} worker {kind}, one per CPU core ({WORKERS_PAY_OFF_FROM} inputs or more; "
+        "--direct_num_workers=N to choose)",
+    )
 
 
 def _runs_locally(options: PipelineOptions) -> bool:
@@ -354,7 +462,7 @@ def _stderr_to_file(enabled: bool):
 def run_job(
     options: JobOptions,
     *,
-    on_start: Callable[[JobOptions], None] | None = None,
+    on_start: Callable[[JobOptions, str | None], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     worker_log_to_file: bool = False,
 ) -> dict:
@@ -362,7 +470,10 @@ def run_job(
 
     Args:
       options: what to do (checked here first).
-      on_start: called with the checked options just before the pipeline starts.
+      on_start: called just before the pipeline starts with the checked options (their
+        ``beam_args`` include the number of workers the job chose, see
+        :func:`choose_workers`) and a sentence saying how many workers run and why (None
+        when the runner is not a local one).
       on_progress: called with ``(inputs done, inputs found)`` about once a second while
         the pipeline runs (local runners only).
       worker_log_to_file: send stderr (Beam's and its worker processes' chatter) to a
@@ -426,6 +537,10 @@ def _run_locked(options, lock, on_start, on_progress) -> dict:
         FileSystems.mkdirs(staging)
     except Exception as e:  # noqa: BLE001 - each filesystem raises its own kind
         raise PreflightError(f"cannot write to --output_dir={options.output_dir}: {e}") from e
+    extra, workers_note = choose_workers(
+        options.beam_args, lambda limit: count_inputs(options, limit), available_cores()
+    )
+    options = dataclasses.replace(options, beam_args=(*options.beam_args, *extra))
     pipeline_options = beam_options(options.beam_args)
     progress_dir = (
         tempfile.mkdtemp(prefix="dlss_progress_") if _runs_locally(pipeline_options) else None
@@ -439,9 +554,11 @@ def _run_locked(options, lock, on_start, on_progress) -> dict:
         "dlss-preprocess %s -> %s (staging %s)", options.source, options.output_dir, staging
     )
     try:
+        if workers_note:
+            logging.info("Workers: %s", workers_note)
         if on_start:
-            on_start(options)
-        with beam.Pipeline(options=pipeline_options) as pipeline:
+            on_start(options, workers_note)
+        with beam.Pipeline(runner=_runner(pipeline_options), options=pipeline_options) as pipeline:
             _ = pipeline | "ImagesToTfrecords" >> ImagesToTfrecords(options, staging, progress_dir)
         if watcher:
             watcher.stop()

@@ -294,6 +294,11 @@ class Source:
         """The steps that list every input as a :class:`SourceItem`."""
         raise NotImplementedError
 
+    def list_inputs(self, inputs: dict[str, str]) -> Iterator[Listed]:
+        """The input files, one per input, listed lazily outside Beam (to count them)."""
+        (root,) = inputs.values()
+        return list_images(root)
+
 
 class _AssignSplit(beam.DoFn):
     def __init__(self, split_ratios):
@@ -378,6 +383,9 @@ class PairedSource(Source):
 
     def read(self, inputs, split_ratios):
         return _ReadPaired(inputs["lr_dir"], inputs["hr_dir"], split_ratios)
+
+    def list_inputs(self, inputs):
+        return list_images(inputs["hr_dir"])
 
 
 class _ReadPaired(beam.PTransform):
@@ -507,6 +515,9 @@ class CelebASource(Source):
 
     def read(self, inputs, split_ratios):
         return _ReadCelebA(inputs["celeba_dir"])
+
+    def list_inputs(self, inputs):
+        return list_images(posixpath.join(inputs["celeba_dir"], CELEBA_IMAGES), recursive=False)
 
 
 class _ReadCelebA(beam.PTransform):
