@@ -356,10 +356,11 @@ def _phases(t0: float, end: float, trace: dict) -> dict[str, float]:
     return {name: round(seconds, 3) for name, seconds in phases.items()}
 
 
-def breakdown(input_dir: str, work: str) -> dict:
-    """Phases of one run per worker count, and the launcher's imports by package."""
+def breakdown(input_dir: str, work: str, contenders: list[str]) -> dict:
+    """Phases of one run per worker count (of ``contenders``), and the launcher's imports by
+    package."""
     result = {"images": len(os.listdir(input_dir))}
-    for name in ("beam_1", "beam_2"):
+    for name in (c for c in ("beam_1", "beam_2") if c in contenders):
         trace_json = os.path.join(work, f"trace_{name}.json")
         output_dir = os.path.join(work, f"trace_out_{name}")
         argv = contender_command(name, input_dir, output_dir)[3:]
@@ -426,13 +427,12 @@ def _print_report(result: dict) -> None:
     if "breakdown" in result:
         b = result["breakdown"]
         print(f"\nbreakdown of one run over {b['images']} images (wall s):")
-        print(f"{'phase':<52}{'beam_1':>8}{'beam_2':>8}")
-        for phase in b["beam_1"]["phases"]:
-            print(
-                f"{phase:<52}{b['beam_1']['phases'][phase]:>8.2f}{b['beam_2']['phases'][phase]:>8.2f}"
-            )
-        print(f"{'total (wall)':<52}{b['beam_1']['wall']:>8.2f}{b['beam_2']['wall']:>8.2f}")
-        print(f"{'total (CPU)':<52}{b['beam_1']['cpu']:>8.2f}{b['beam_2']['cpu']:>8.2f}")
+        names = [n for n in ("beam_1", "beam_2") if n in b]
+        print(f"{'phase':<52}" + "".join(f"{n:>8}" for n in names))
+        for phase in b[names[0]]["phases"]:
+            print(f"{phase:<52}" + "".join(f"{b[n]['phases'][phase]:>8.2f}" for n in names))
+        print(f"{'total (wall)':<52}" + "".join(f"{b[n]['wall']:>8.2f}" for n in names))
+        print(f"{'total (CPU)':<52}" + "".join(f"{b[n]['cpu']:>8.2f}" for n in names))
         print(f"launcher imports by package (ms): {b['launcher_imports_ms']}")
     if result.get("per_image_ms_in_process"):
         print(f"per image, in one process (ms): {result['per_image_ms_in_process']}")
@@ -483,7 +483,7 @@ def main() -> None:
         if args.breakdown:
             small = os.path.join(work, "images_breakdown")
             synthesise(small, args.breakdown_size)
-            result["breakdown"] = breakdown(small, work)
+            result["breakdown"] = breakdown(small, work, contenders)
         if args.per_image:
             result["per_image_ms_in_process"] = per_image_milliseconds(
                 inputs[sizes[-1]], args.per_image
