@@ -5,8 +5,10 @@ dataset folder) holds `RunLock(folder, tool)` for the length of its run. A secon
 refused with `LockHeldError`, whose message names the holder. Read-only tools never take the
 lock (they may call `read_lock` to say who is writing).
 
-The lock is one small JSON file, `<folder>/run.lock`, written through `tf.io.gfile`, so it
-works on local disks, shared volumes and object stores (`gs://`) alike:
+The lock is one small JSON file, `<folder>/run.lock`, written with `os` on local disks and
+shared volumes and through `tf.io.gfile` elsewhere (`gs://`, ...). TensorFlow is imported
+only for such a remote folder: importing it takes seconds, which a tool that needs no
+TensorFlow (dlss-preprocess) would otherwise pay for its lock alone.
 
 - **A lock file is never half-written**: its content is written to a staging file beside it
   first, which is then put in place in one step. If the disk is full, the staging file is
@@ -37,11 +39,11 @@ import getpass
 import json
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
 
-import tensorflow as tf
 from absl import logging
 
 LOCK_FILE = "run.lock"
@@ -127,6 +129,58 @@ def _local(path: str) -> str:
     return path[len("file://") :] if path.startswith("file://") else path
 
 
+def _gfile():
+    """`tf.io.gfile`, for paths that are not local (imports TensorFlow on first use)."""
+    import tensorflow as tf
+
+    return tf.io.gfile
+
+
+def _tf_errors(*names: str) -> tuple[type[BaseException], ...]:
+    """TensorFlow's error classes `names` when TensorFlow is loaded; none otherwise (then
+    nothing can raise them)."""
+    tf = sys.modules.get("tensorflow")
+    errors = getattr(tf, "errors", None)
+    return tuple(getattr(errors, name) for name in names) if errors else ()
+
+
+def _read_text(path: str) -> str:
+    if _is_local(path):
+        with open(_local(path), encoding="utf-8") as f:
+            return f.read()
+    with _gfile().GFile(path, "r") as f:
+        return f.read()
+
+
+def _exists(path: str) -> bool:
+    return os.path.exists(_local(path)) if _is_local(path) else _gfile().exists(path)
+
+
+def _makedirs(path: str) -> None:
+    if _is_local(path):
+        os.makedirs(_local(path), exist_ok=True)
+    else:
+        _gfile().makedirs(path)
+
+
+def _remove(path: str) -> None:
+    """Removes a file; a missing one is fine."""
+    if _is_local(path):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(_local(path))
+        return
+    with contextlib.suppress(*_tf_errors("NotFoundError")):
+        _gfile().remove(path)
+
+
+def _replace(source: str, target: str) -> None:
+    """Renames `source` over `target` in one step."""
+    if _is_local(target):
+        os.replace(_local(source), _local(target))
+    else:
+        _gfile().rename(source, target, overwrite=True)
+
+
 def _owner() -> str:
     try:
         return getpass.getuser()
@@ -141,10 +195,9 @@ def read_lock(folder: str) -> LockInfo | None:
     blocked by a lock.
     """
     try:
-        with tf.io.gfile.GFile(lock_path(folder), "r") as f:
-            raw = json.loads(f.read())
+        raw = json.loads(_read_text(lock_path(folder)))
         return LockInfo(**{field.name: raw[field.name] for field in dataclasses.fields(LockInfo)})
-    except (tf.errors.NotFoundError, ValueError, KeyError, TypeError):
+    except (FileNotFoundError, *_tf_errors("NotFoundError"), ValueError, KeyError, TypeError):
         return None
 
 
@@ -156,8 +209,8 @@ def _lock_age(folder: str) -> float | None:
         if _is_local(path):
             mtime = os.stat(_local(path)).st_mtime
         else:
-            mtime = tf.io.gfile.stat(path).mtime_nsec / 1e9
-    except (OSError, tf.errors.NotFoundError):
+            mtime = _gfile().stat(path).mtime_nsec / 1e9
+    except (OSError, *_tf_errors("NotFoundError")):
         return None
     return time.time() - mtime if mtime > 0 else 0.0
 
@@ -224,7 +277,7 @@ class RunLock:
                 holder = read_lock(self.folder)
                 if holder is not None:
                     raise LockHeldError(self.folder, holder, self.stale_after_seconds)
-            tf.io.gfile.makedirs(self.folder)
+            _makedirs(self.folder)
             now = time.time()
             mine = LockInfo(
                 tool=self.tool,
@@ -338,17 +391,17 @@ class RunLock:
                 finally:
                     os.close(fd)
             else:
-                with tf.io.gfile.GFile(staging, "wb") as f:
+                with _gfile().GFile(staging, "wb") as f:
                     f.write(data)
-        except (OSError, tf.errors.OpError) as error:
-            with contextlib.suppress(OSError, tf.errors.OpError):
-                tf.io.gfile.remove(staging)
+        except (OSError, *_tf_errors("OpError")) as error:
+            with contextlib.suppress(OSError, *_tf_errors("OpError")):
+                _remove(staging)
             raise LockWriteError(self.path, error) from error
         return staging
 
     def _create(self, info: LockInfo) -> bool:
         """Creates the lock file whole if absent; True if it is now ours."""
-        if not _is_local(self.path) and tf.io.gfile.exists(self.path):
+        if not _is_local(self.path) and _gfile().exists(self.path):
             return False
         staging = self._write_staging(info)
         if _is_local(self.path):
@@ -365,9 +418,9 @@ class RunLock:
                     os.remove(_local(staging))
             return True
         try:
-            tf.io.gfile.rename(staging, self.path, overwrite=False)
-        except tf.errors.AlreadyExistsError:
-            tf.io.gfile.remove(staging)
+            _gfile().rename(staging, self.path, overwrite=False)
+        except _tf_errors("AlreadyExistsError"):
+            _remove(staging)
             return False
         if self.settle_seconds > 0:
             time.sleep(self.settle_seconds)
@@ -393,22 +446,20 @@ class RunLock:
     def _write(self, info: LockInfo) -> None:
         """Replaces the lock file's content in one step (rename over it)."""
         staging = self._write_staging(info)
-        tf.io.gfile.rename(staging, self.path, overwrite=True)
+        _replace(staging, self.path)
 
     def _remove_if_unreadable(self) -> None:
         """Removes an unreadable lock file (after a last look: it may have just been
         replaced by a readable one, which is then left alone)."""
         if read_lock(self.folder) is not None:
             return
-        with contextlib.suppress(tf.errors.NotFoundError, FileNotFoundError):
-            tf.io.gfile.remove(self.path)
+        _remove(self.path)
 
     def _remove_if_token(self, token: str) -> None:
         current = read_lock(self.folder)
         if current is None or current.token != token:
             return
-        with contextlib.suppress(tf.errors.NotFoundError):
-            tf.io.gfile.remove(self.path)
+        _remove(self.path)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_seconds):
@@ -425,7 +476,7 @@ class RunLock:
             return False
         try:
             current = read_lock(self.folder)
-            if current is None and tf.io.gfile.exists(self.path):
+            if current is None and _exists(self.path):
                 return True  # Caught mid-write by another writer: look again next beat.
             if current is None or current.token != info.token:
                 self.lost = True
@@ -440,7 +491,7 @@ class RunLock:
             info = dataclasses.replace(info, heartbeat=time.time())
             self._write(info)
             self.info = info
-        except (OSError, tf.errors.OpError) as error:
+        except (OSError, *_tf_errors("OpError")) as error:
             # A transient storage error must not kill the run; the next beat retries.
             if getattr(error, "errno", None) == errno.ENOSPC:
                 logging.error("Cannot refresh the lock on %s: disk full.", self.folder)

@@ -164,3 +164,36 @@ def test_bench_preprocess_smoke(tmp_path):
     assert "run lock" in phases and "exit" in phases
     assert all(seconds >= 0 for seconds in phases.values()), phases
     assert "per image ms" in result.stdout
+
+
+NO_TENSORFLOW = """
+import sys
+from beam_jobs.images_to_tfrecords import cli
+status = cli.main(sys.argv[1:])
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "jax", "torch"))
+print("STATUS", status, "HEAVY", heavy)
+"""
+
+
+def test_a_local_run_imports_no_tensorflow(tmp_path, sample_photos):
+    """The launcher, the lock and (one worker: in this process) every step of the pipeline
+    run without TensorFlow, whose import alone took seconds of every run's start-up."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            NO_TENSORFLOW,
+            "--source=folder",
+            f"--input_dir={sample_photos}",
+            f"--output_dir={tmp_path / 'out'}",
+            "--scale=2",
+            "--hr_size=32",
+            "--direct_num_workers=1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert "STATUS 0 HEAVY []" in result.stdout, result.stdout + result.stderr[-3000:]
+    assert (tmp_path / "out" / "manifest.json").exists()

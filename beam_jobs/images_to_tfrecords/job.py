@@ -42,7 +42,7 @@ from beam_jobs.images_to_tfrecords.examples import (
     MakeExamples,
 )
 from beam_jobs.images_to_tfrecords.sources import SOURCES, is_local, normalize_root
-from dlss_dist import imaging
+from dlss_dist import console, imaging, run_lock
 from dlss_dist.data import schema
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -498,12 +498,13 @@ def run_job(
 
 
 def _take_lock(output_dir: str):
-    """One live dlss-preprocess per output folder (``run.lock``; see dlss_dist.run_lock)."""
-    from dlss_dist import console
+    """One live dlss-preprocess per output folder (``run.lock``; see dlss_dist.run_lock).
 
-    console.import_tensorflow_quietly()  # run_lock uses tf.io.gfile: no start-up banners
-    from dlss_dist import run_lock
-
+    On a local disk the lock needs no TensorFlow; on ``gs://`` and the like it uses
+    ``tf.io.gfile``, imported here first without its start-up banners.
+    """
+    if not is_local(output_dir):
+        console.import_tensorflow_quietly()
     lock = run_lock.RunLock(output_dir, "dlss-preprocess")
     try:
         return lock.acquire()
