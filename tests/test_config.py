@@ -59,3 +59,93 @@ def test_a_missing_config_names_every_place_searched(tmp_path, monkeypatch):
     # A path with a folder is never redirected to the packaged configs.
     with pytest.raises(FileNotFoundError, match="exp/base.gin"):
         config.resolve_gin_file("exp/base.gin")
+
+
+# Issue 19 cases 12, 14, 15, 22: gin mistakes are one line naming the binding and its place.
+
+
+@pytest.mark.parametrize(
+    ("binding", "expected"),
+    [
+        (
+            "HR_SIZE = 64",
+            "gin macro HR_SIZE is set (--gin_param: HR_SIZE = 64) but nothing uses it; "
+            "HR_SIZE was renamed HR_CROP",
+        ),
+        (
+            "hr_crop = 8",
+            "gin macro hr_crop is set (--gin_param: hr_crop = 8) but nothing uses it; "
+            "did you mean HR_CROP?",
+        ),
+    ],
+)
+def test_an_unused_macro_is_an_error(binding, expected):
+    with pytest.raises(ValueError) as raised:
+        config.parse_config(["tiny_test.gin"], [binding])
+    assert str(raised.value).startswith(expected), raised.value
+
+
+def test_an_unused_macro_in_a_file_names_the_file_and_line(tmp_path):
+    mine = tmp_path / "mine.gin"
+    mine.write_text("include 'tiny_test.gin'\n\nhr_crop = 8   # meant HR_CROP\n")
+    with pytest.raises(ValueError, match=rf"hr_crop is set \({mine} line 3: hr_crop = 8"):
+        config.parse_config([str(mine)])
+
+
+@pytest.mark.parametrize(
+    ("binding", "name", "kind"),
+    [
+        (
+            "generator/make_optimizer.learning_rate = 'fast'",
+            "generator/make_optimizer.learning_rate",
+            "a number",
+        ),
+        ("Trainer.adversarial_weight = None", "Trainer.adversarial_weight", "a number"),
+        ("make_input_fn.shuffle_buffer = 'big'", "make_input_fn.shuffle_buffer", "an integer"),
+        ("HR_CROP = 'x'", "make_input_fn.hr_patch_size", "an integer"),
+    ],
+)
+def test_a_string_or_none_for_a_number_names_the_binding(binding, name, kind):
+    with pytest.raises(ValueError) as raised:
+        config.parse_config(["tiny_test.gin"], [binding])
+    message = str(raised.value)
+    assert message.startswith(f"gin binding {name} = "), message
+    assert f"must be {kind}" in message and "\n" not in message, message
+    if binding.startswith("HR_CROP"):
+        assert "through macro HR_CROP (--gin_param: HR_CROP = 'x')" in message
+
+
+def test_none_is_fine_where_the_parameter_allows_it():
+    config.parse_config(["tiny_test.gin"], ["train_loop.ema_decay = None"])
+    assert gin.query_parameter("train_loop.ema_decay") is None
+
+
+def test_every_shipped_config_parses_with_the_checks():
+    for name in config.packaged_config_names():
+        gin.clear_config()
+        config.parse_config([name])
+
+
+def test_an_undefined_macro_is_a_short_error_with_file_and_line(tmp_path):
+    mine = tmp_path / "mine.gin"
+    mine.write_text("include 'tiny_test.gin'\ntrain_loop.total_steps = %TOTAL_STEPS\n")
+    with pytest.raises(ValueError) as raised:
+        config.parse_config([str(mine)])
+    message = str(raised.value)
+    assert message.startswith(
+        f"gin macro %TOTAL_STEPS is used ({mine} line 2: train_loop.total_steps = %TOTAL_STEPS)"
+        " but never set"
+    ), message
+    assert len(message) < 300 and "\n" not in message
+
+
+def test_an_import_of_a_missing_module_is_a_value_error_naming_the_line(tmp_path):
+    mine = tmp_path / "mine.gin"
+    mine.write_text("include 'tiny_test.gin'\nimport dlss_dist.no_such_module\n")
+    with pytest.raises(ValueError) as raised:
+        config.parse_config([str(mine)])
+    message = str(raised.value)
+    assert message.startswith(f"gin {mine} line 2: import dlss_dist.no_such_module failed: "), (
+        message
+    )
+    assert "No module named 'dlss_dist.no_such_module'" in message

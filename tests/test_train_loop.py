@@ -259,6 +259,18 @@ def test_train_cli_reports_a_bad_setting_in_one_line(tmp_path, train_dataset):
     assert "Traceback" not in result.stderr
 
 
+def test_train_cli_refuses_an_unused_macro_in_one_line(tmp_path, train_dataset):
+    # Issue 19 case 12 through the tool (the other gin checks: test_config.py): exit 1.
+    model_dir = tmp_path / "model"
+    result = th.run_train(str(model_dir), train_dataset, "HR_SIZE = 64")
+    message = "gin macro HR_SIZE is set (--gin_param: HR_SIZE = 64) but nothing uses it"
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"dlss-train: error: {message}"), last
+    assert "Traceback" not in result.stderr
+    assert not model_dir.exists()
+
+
 def test_train_cli_refuses_a_locked_model_dir(trained_model_dir, train_dataset):
     with run_lock.RunLock(trained_model_dir, "dlss-train"):
         result = th.run_train(trained_model_dir, train_dataset, "train_loop.total_steps = 8")

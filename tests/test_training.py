@@ -200,6 +200,7 @@ def test_sigterm_saves_a_checkpoint_at_the_current_step(dataset, tmp_path):
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr[-3000:]
+    assert "In call to configurable" not in stderr  # issue 19 case 23
     stopped = int(stderr.split("checkpoint at step ")[1].split(".")[0])
     assert 0 < stopped < 1000
     assert th.checkpoint_step(th.latest_checkpoint(model_dir)) == stopped
@@ -329,6 +330,7 @@ def test_sigint_saves_a_checkpoint_and_exits_130(dataset, tmp_path):
     assert process.returncode == 130, stderr[-3000:]
     assert stderr.count("SIGINT received") == 1
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert "In call to configurable" not in stderr  # issue 19 case 23
     stopped = int(stderr.split("checkpoint at step ")[1].split(".")[0])
     assert 2 <= stopped < 1000
     assert th.checkpoint_step(th.latest_checkpoint(model_dir)) == stopped

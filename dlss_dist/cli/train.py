@@ -18,7 +18,7 @@ import sys
 
 from absl import flags, logging
 
-from dlss_dist.cli import UserError, quiet_tensorflow_logs, run_tool
+from dlss_dist.cli import UserError, one_line, quiet_tensorflow_logs, run_tool
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
@@ -55,7 +55,8 @@ def main(argv):
             init_generator_from=FLAGS.init_generator_from,
         )
     except loop.Preempted as stop:
-        logging.warning("%s", stop)
+        # one_line: without gin's "In call to configurable 'train_loop' (<function ...>)".
+        logging.warning("%s", one_line(stop))
         sys.exit(stop.exit_code)
     except tf.errors.DataLossError as error:
         # tf.data names no file: scan the dataset to name each damaged one, and the fix.
