@@ -162,3 +162,80 @@ def test_evaluation_names_the_damage_or_skips_it(dataset, model, tmp_path):
     )
     assert [s["reason"] for s in summary["skipped"]] == ["damaged"]
     assert summary["num_images"] > 0
+
+
+# Issue 19 cases 11, 17, 18, 19: what training and evaluation say is what dlss-verify says.
+
+
+def test_a_split_whose_only_shard_is_missing_names_the_file(dataset, model, bind_input, tmp_path):
+    # Case 17: train said "no examples", eval "'test' has no examples (splits with ...)".
+    for path in shards(dataset, "train"):
+        os.remove(path)
+    expected = schema.shard_path(dataset, "dlss_sr", "train", 0, 3)
+    with pytest.raises(verify.DatasetDamagedError) as raised:
+        pipeline.make_input_fn(dataset)
+    message = str(raised.value)
+    assert f"{expected}: missing" in message and f"dlss-verify --data={dataset}" in message
+    with pytest.raises(verify.DatasetDamagedError, match=f"{expected}: missing"):
+        evaluate.evaluate(model=model, data=dataset, output_dir=str(tmp_path), split="train")
+    assert f"{expected}: missing" in "\n".join(verify.verify_dataset(dataset)["damage"])
+
+
+@pytest.mark.parametrize(
+    ("content", "what"),
+    [
+        ("{", "is not valid JSON (Expecting property name enclosed in double quotes at line 1"),
+        ("{}", "lists no splits"),
+        ('{"name": "dlss_sr", "scale": 2}', "lists no splits"),
+        ('{"name": "dlss_sr", "splits": {}}', "lists no splits"),
+        ("[1, 2]", "is not a JSON object"),
+    ],
+)
+def test_a_bad_manifest_is_named_by_verify_training_and_eval(
+    dataset, model, bind_input, tmp_path, content, what
+):
+    # Cases 11 and 18: `{}` verified as whole; invalid JSON said "Expecting property name…".
+    path = os.path.join(dataset, schema.MANIFEST_FILE)
+    with open(path, "w") as f:
+        f.write(content)
+    expected = f"{path} {what}"
+    for attempt in (
+        lambda: verify.verify_dataset(dataset),
+        lambda: pipeline.make_input_fn(dataset),
+        lambda: evaluate.evaluate(model=model, data=dataset, output_dir=str(tmp_path)),
+    ):
+        with pytest.raises(schema.ManifestError) as raised:
+            attempt()
+        assert str(raised.value).startswith(expected), raised.value
+        assert "dlss-preprocess" in str(raised.value)
+
+
+def test_an_unreadable_shard_is_named_as_dlss_verify_names_it(dataset, bind_input):
+    # Case 19: training said "Graph execution error ... MultiDeviceIteratorGetNextFromShard".
+    # A folder in the shard's place is unreadable even for root (chmod 000 is not).
+    path = shards(dataset)[1]
+    os.remove(path)
+    os.mkdir(path)
+    (line,) = verify.verify_dataset(dataset)["damage"]
+    assert line == f"{path}: cannot be read (Is a directory)"
+    with pytest.raises(verify.DatasetDamagedError) as raised:
+        pipeline.make_input_fn(dataset)
+    assert line in str(raised.value) and f"dlss-verify --data={dataset}" in str(raised.value)
+
+
+def test_a_read_error_during_training_becomes_what_verify_says(dataset):
+    # Case 19, mid-run: the file became unreadable after the start-up checks.
+    path = shards(dataset)[0]
+    os.remove(path)
+    os.mkdir(path)
+    seen = tf.errors.FailedPreconditionError(
+        None, None, f"Graph execution error: {path}; Is a directory [MultiDeviceIteratorGetNext]"
+    )
+    explained = verify.read_error(dataset, seen)
+    assert isinstance(explained, verify.DatasetDamagedError)
+    assert f"{path}: cannot be read (Is a directory)" in str(explained)
+    assert "MultiDeviceIterator" not in str(explained)
+    unrelated = tf.errors.FailedPreconditionError(
+        None, None, "/elsewhere/checkpoint: Is a directory"
+    )
+    assert verify.read_error(dataset, unrelated) is None

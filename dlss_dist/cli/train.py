@@ -58,9 +58,13 @@ def main(argv):
         # one_line: without gin's "In call to configurable 'train_loop' (<function ...>)".
         logging.warning("%s", one_line(stop))
         sys.exit(stop.exit_code)
-    except tf.errors.DataLossError as error:
-        # tf.data names no file: scan the dataset to name each damaged one, and the fix.
-        raise verify.damage_error(FLAGS.data_dir, error) from error
+    except tf.errors.OpError as error:
+        # tf.data names no file (or an iterator op): scan the dataset to name each damaged
+        # or unreadable one, and the fix, as dlss-verify does.
+        explained = verify.read_error(FLAGS.data_dir, error)
+        if explained is None:
+            raise
+        raise explained from error
     except (loop.NonFiniteLossError, loop.LockHeldError, loop.RunLockLostError) as error:
         # The last good checkpoint is kept; the message says what to do.
         raise UserError(str(error)) from error

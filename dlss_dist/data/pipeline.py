@@ -281,7 +281,7 @@ def make_input_fn(
         degradation=degradation,
         online_degradation=online_degradation,
     )
-    if not schema.tfrecord_files(data_dir, split):
+    if not schema.split_has_examples(manifest, split):
         raise ValueError(f"{data_dir} has no examples in split {split!r}.")
     skip_damaged = skip_damaged_records()
     files, lengths = readable_shards(data_dir, manifest, split, skip_damaged=skip_damaged)

@@ -167,11 +167,26 @@ def decode_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
     return features().deserialize_example(serialized)
 
 
+class ManifestError(ValueError):
+    """``manifest.json`` is not valid JSON or not a manifest written by dlss-preprocess; the
+    message names the file and what to do."""
+
+
+def _manifest_error(path: str, data_dir: str, what: str) -> ManifestError:
+    return ManifestError(
+        f"{path} {what}, so the dataset cannot be read or checked. Re-create the dataset "
+        f"with dlss-preprocess (or restore {MANIFEST_FILE} from a copy; dlss-verify "
+        f"--data={data_dir} then checks every file against it)"
+    )
+
+
 def read_manifest(data_dir: str) -> dict:
     """Reads ``<data_dir>/manifest.json`` written by ``dlss-preprocess``.
 
     Raises:
       FileNotFoundError: naming ``data_dir`` when it holds no dlss dataset.
+      ManifestError: the file is not valid JSON, or lacks the dataset's ``name`` or a
+        ``splits`` object with at least one split (e.g. ``{}``): nothing could be checked.
     """
     import tensorflow as tf
 
@@ -181,8 +196,34 @@ def read_manifest(data_dir: str) -> dict:
             f"{data_dir} is not a dlss dataset: {MANIFEST_FILE} is missing "
             "(create one with dlss-preprocess --output_dir=...)"
         )
-    with tf.io.gfile.GFile(path, "r") as f:
-        return json.load(f)
+    with tf.io.gfile.GFile(path, "rb") as f:
+        raw = f.read()
+    try:
+        manifest = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        where = (
+            f" ({error.msg} at line {error.lineno} column {error.colno})"
+            if isinstance(error, json.JSONDecodeError)
+            else ""
+        )
+        raise _manifest_error(path, data_dir, f"is not valid JSON{where}") from None
+    if not isinstance(manifest, dict):
+        raise _manifest_error(path, data_dir, "is not a JSON object")
+    splits = manifest.get("splits")
+    if not isinstance(splits, dict) or not splits:
+        raise _manifest_error(path, data_dir, "lists no splits (no 'splits' object)")
+    if not all(isinstance(info, dict) for info in splits.values()):
+        raise _manifest_error(path, data_dir, "has a split that is not a JSON object")
+    if not isinstance(manifest.get("name"), str) or not manifest["name"]:
+        raise _manifest_error(path, data_dir, "has no dataset 'name' (the shard prefix)")
+    return manifest
+
+
+def split_has_examples(manifest: dict, split: str) -> bool:
+    """Whether the manifest lists shards for `split` (whether the files exist is another
+    question: see dlss_dist.data.verify)."""
+    info = manifest.get("splits", {}).get(split)
+    return bool(info and info.get("num_shards"))
 
 
 def shard_pattern(data_dir: str, name: str, split: str) -> str:
@@ -206,7 +247,6 @@ def tfrecord_files(data_dir: str, split: str) -> list[str]:
     import tensorflow as tf
 
     manifest = read_manifest(data_dir)
-    split_info = manifest.get("splits", {}).get(split)
-    if not split_info or not split_info.get("num_shards"):
+    if not split_has_examples(manifest, split):
         return []
     return sorted(tf.io.gfile.glob(shard_pattern(data_dir, manifest["name"], split)))

@@ -28,6 +28,19 @@ FIX = (
     "(dlss-train --gin_param) or pass --skip_damaged_records (dlss-eval)"
 )
 
+# TensorFlow's errors for a shard that cannot be opened or read at all (as opposed to the
+# DataLossError of a damaged record): named the same way as damage, file by file.
+_UNREADABLE = (
+    tf.errors.PermissionDeniedError,
+    tf.errors.NotFoundError,
+    tf.errors.FailedPreconditionError,
+    tf.errors.UnavailableError,
+)
+
+
+def _check_hint(data_dir: str) -> str:
+    return f"dlss-verify --data={data_dir} lists every problem"
+
 
 class DatasetDamagedError(ValueError):
     """A dataset's files do not match its manifest; the message names each file and problem."""
@@ -44,6 +57,7 @@ class ShardReport:
       reachable: records before the first damage (what TensorFlow's reader gets).
       problems: human-readable damage, e.g. ``corrupted record 3 at offset 8107``.
       missing: the file does not exist.
+      unreadable: the file exists but cannot be opened or read.
     """
 
     path: str
@@ -52,6 +66,7 @@ class ShardReport:
     reachable: int = 0
     problems: list[str] = dataclasses.field(default_factory=list)
     missing: bool = False
+    unreadable: bool = False  # exists but cannot be opened or read (permissions, a folder)
 
     @property
     def ok(self) -> bool:
@@ -64,7 +79,7 @@ class ShardReport:
         details = list(self.problems)
         if self.expected is None:
             details.append("not listed in manifest.json (a file from another run?)")
-        elif self.records != self.expected:
+        elif self.records != self.expected and not self.unreadable:
             details.append(f"{self.records} readable records, manifest says {self.expected}")
         return f"{self.path}: " + "; ".join(details)
 
@@ -75,6 +90,18 @@ def scan_shard(path: str, expected: int | None = None, chunk: int = 1 << 20) -> 
     if not tf.io.gfile.exists(path):
         report.missing = True
         return report
+    try:
+        return _scan_frames(path, report, chunk)
+    except (tf.errors.OpError, OSError) as error:
+        reason = str(getattr(error, "message", None) or getattr(error, "strerror", None) or error)
+        if reason.startswith(path):  # TensorFlow's "<path>; Permission denied"
+            reason = reason[len(path) :].lstrip(";: ")
+        report.problems.append(f"cannot be read ({reason})")
+        report.unreadable = True
+        return report
+
+
+def _scan_frames(path: str, report: ShardReport, chunk: int) -> ShardReport:
     damaged = False
     with tf.io.gfile.GFile(path, "rb") as f:
         offset, index = 0, 0
@@ -181,9 +208,25 @@ def check_split_sizes(data_dir: str, manifest: dict, split: str) -> None:
     missing = [path for path in expected if not tf.io.gfile.exists(path)]
     size = sum(tf.io.gfile.stat(path).length for path in expected if path not in missing)
     wanted = info.get("num_bytes")
-    if not missing and not extra and (wanted is None or size == wanted):
+    if (
+        not missing
+        and not extra
+        and (wanted is None or size == wanted)
+        and all(_opens(path) for path in expected)
+    ):
         return
     raise_damage(data_dir, split, manifest)
+
+
+def _opens(path: str) -> bool:
+    """Whether the file can be opened and read (its first byte): permissions, a folder in a
+    shard's place, a network file system's errors."""
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            f.read(1)
+    except (tf.errors.OpError, OSError):
+        return False
+    return True
 
 
 def raise_damage(data_dir: str, split: str, manifest: dict | None = None) -> None:
@@ -193,7 +236,9 @@ def raise_damage(data_dir: str, split: str, manifest: dict | None = None) -> Non
     if not bad:
         bad = ["the shard files match the manifest, but TensorFlow could not read them"]
     raise DatasetDamagedError(
-        f"split {split!r} of {data_dir} is damaged: " + " | ".join(bad) + f". Fix: {FIX}"
+        f"split {split!r} of {data_dir} is damaged: "
+        + " | ".join(bad)
+        + f" ({_check_hint(data_dir)}). Fix: {FIX}"
     )
 
 
@@ -202,4 +247,18 @@ def damage_error(data_dir: str, cause: Exception) -> DatasetDamagedError:
     every damaged file of every split, found by a scan, and the fix."""
     report = verify_dataset(data_dir)
     found = " | ".join(report["damage"]) or f"TensorFlow reported: {cause}"
-    return DatasetDamagedError(f"the dataset {data_dir} is damaged: {found}. Fix: {FIX}")
+    return DatasetDamagedError(
+        f"the dataset {data_dir} is damaged: {found} ({_check_hint(data_dir)}). Fix: {FIX}"
+    )
+
+
+def read_error(data_dir: str, error: BaseException) -> DatasetDamagedError | None:
+    """What to raise instead of `error`, a TensorFlow error seen while reading `data_dir`
+    through tf.data (whose message names an iterator op, not the file): a damaged record,
+    or a shard that cannot be opened or read, becomes what dlss-verify says about the
+    dataset. None when `error` is not about reading the dataset."""
+    if isinstance(error, tf.errors.DataLossError):
+        return damage_error(data_dir, error)
+    if isinstance(error, _UNREADABLE) and data_dir.rstrip("/") in str(error):
+        return damage_error(data_dir, error)
+    return None

@@ -57,8 +57,10 @@ def _dataset_examples(
     pipeline.check_compatible(
         manifest, scale=scale, degradation=imaging.DEGRADATION, consumer="the model"
     )
+    # The manifest decides whether a split has examples; a missing shard file is damage,
+    # named by the checks below.
     files = schema.tfrecord_files(data_dir, split)
-    if not files:
+    if not schema.split_has_examples(manifest, split):
         available = [s for s, info in manifest.get("splits", {}).items() if info.get("written")]
         raise ValueError(
             f"split {split!r} of {data_dir} has no examples (splits with examples: {available})"
@@ -78,8 +80,11 @@ def _dataset_examples(
     try:
         for example in dataset.map(schema.decode_example).as_numpy_iterator():
             yield example["key"].decode(), example["lr"], example["hr"]
-    except tf.errors.DataLossError as error:
-        raise verify.damage_error(data_dir, error) from error
+    except tf.errors.OpError as error:
+        explained = verify.read_error(data_dir, error)
+        if explained is None:
+            raise
+        raise explained from error
 
 
 def _folder_examples(
