@@ -61,6 +61,12 @@ SHRINK = {
         "srgan_discriminator.num_stages = 2",
         "srgan_discriminator.dense_units = 16",
     ],
+    "realworld_x4_gan.gin": [
+        "srresnet_generator.num_filters = 8",
+        "srresnet_generator.num_blocks = 1",
+        "unet_discriminator.num_filters = 8",
+        "HR_CROP = 32",
+    ],
     "realworld_x4_oracle.gin": [
         "srresnet_generator.num_filters = 8",
         "srresnet_generator.num_blocks = 1",
