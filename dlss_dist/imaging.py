@@ -204,11 +204,20 @@ def read_image(path: str, **kwargs) -> np.ndarray:
 
     Returns:
       ``HxWx3`` uint8 RGB array.
+
+    Raises:
+      ImageRejected: as `decode_image`, and with reason ``unreadable`` when the file cannot
+        be opened or read (permissions, an I/O error): every caller lists it as a failure
+        and goes on to the next file.
     """
     from apache_beam.io.filesystems import FileSystems  # heavy import, only when used
 
-    with FileSystems.open(path) as f:
-        data = f.read()
+    try:
+        with FileSystems.open(path) as f:
+            data = f.read()
+    except OSError as e:  # Beam's BeamIOError is an IOError too
+        reason = e.strerror or str(e)
+        raise ImageRejected("unreadable", f"the file cannot be read ({reason})") from e
     return decode_image(data, **kwargs)
 
 

@@ -148,3 +148,29 @@ def test_beam_dataset_through_the_cli(bicubic_model, make_dataset, sample_photos
         summary = json.load(f)
     assert summary["num_images"] == manifest["splits"][split]["written"]
     assert np.isfinite(summary["metrics"]["model"]["psnr_y"])
+
+
+def test_an_unreadable_image_is_listed_and_the_rest_evaluated(
+    bicubic_model, hr_folder, tmp_path, monkeypatch
+):
+    # Issue 19 case 9: one unreadable file stopped the whole evaluation. (Root reads a
+    # chmod 000 file, so the file system's refusal is simulated.)
+    from apache_beam.io.filesystems import FileSystems
+
+    real_open = FileSystems.open
+    refused = os.path.join(hr_folder, "img2.png")
+
+    def open_or_refuse(path, *args, **kwargs):
+        if path == refused:
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(FileSystems, "open", open_or_refuse)
+    summary = evaluate.evaluate(
+        model=bicubic_model, data=hr_folder, output_dir=str(tmp_path / "eval"), max_grids=0
+    )
+    assert summary["num_images"] == 2
+    reasons = {os.path.basename(s["input"]): s["reason"] for s in summary["skipped"]}
+    assert reasons == {"broken.png": "undecodable", "img2.png": "unreadable"}
+    (row,) = [s for s in summary["skipped"] if s["reason"] == "unreadable"]
+    assert "Permission denied" in row["message"]
