@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from dlss_dist import imaging, models
 from dlss_dist.models import generators
-from dlss_dist.models.layers import PixelShuffle, SpectralNormConv2D
+from dlss_dist.models.layers import ICNR, PixelShuffle, SpectralNormConv2D
 
 
 def matlab_bicubic(images, scale: int) -> np.ndarray:
@@ -381,3 +381,20 @@ def test_unet_discriminator_trains_under_two_replicas():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "replicas 2 ok" in result.stdout
+
+
+def test_icnr_makes_a_pixel_shuffle_start_as_nearest_neighbour_upsampling():
+    """No checkerboard at initialisation: the 2x2 sub-pixels of each block are equal."""
+    conv = keras.layers.Conv2D(4 * 3, 3, padding="same", kernel_initializer=ICNR(2))
+    features = PixelShuffle(2)(conv(_images(1, 5, 7)))
+    np.testing.assert_allclose(features[:, 0::2, 0::2], features[:, 1::2, 1::2], atol=1e-6)
+    np.testing.assert_allclose(features[:, 0::2, 0::2], features[:, 0::2, 1::2], atol=1e-6)
+    plain = PixelShuffle(2)(keras.layers.Conv2D(4 * 3, 3, padding="same")(_images(1, 5, 7)))
+    assert np.abs(plain[:, 0::2, 0::2] - plain[:, 1::2, 1::2]).max() > 1e-3
+
+
+def test_srresnet_pixelshuffle_stages_use_icnr():
+    generator = models.srresnet_generator(scale=4, num_filters=8, num_blocks=1)
+    for stage in (0, 1):
+        kernel = generator.get_layer(f"upsample{stage}_conv").kernel.numpy()
+        np.testing.assert_array_equal(kernel[..., :8], kernel[..., 8:16])

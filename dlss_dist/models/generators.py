@@ -17,6 +17,7 @@ import keras
 
 from dlss_dist.models.layers import (
     ACTIVATIONS,
+    ICNR,
     NORMALIZATIONS,
     BicubicUpsample,
     PixelShuffle,
@@ -307,7 +308,7 @@ def srresnet_generator(
     else:
         for stage in range(num_doublings(scale)):
             name = f"upsample{stage}"
-            x = _conv(num_filters * 4, kernel_size, f"{name}_conv")(x)
+            x = _conv(num_filters * 4, kernel_size, f"{name}_conv", kernel_initializer=ICNR(2))(x)
             x = PixelShuffle(2, name=f"{name}_shuffle")(x)
             x = activation_layer(activation, f"{name}_act")(x)
         residual = _conv(3, kernel_size, "to_rgb", **zeros)(x)

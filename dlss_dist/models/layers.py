@@ -115,6 +115,34 @@ class BicubicUpsample(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="dlss_dist")
+class ICNR(keras.initializers.Initializer):
+    """Initialises a conv that feeds `PixelShuffle(block_size)` so the shuffle starts as a
+    nearest-neighbour upsampling (Aitken et al. 2017, "Checkerboard artifact free sub-pixel
+    convolution"): every sub-pixel position gets the same kernel. A plain random init gives
+    each of the block_size² positions its own kernel, a checkerboard that training must undo
+    and that an adversarial loss amplifies.
+    """
+
+    def __init__(self, block_size: int, seed=None):
+        self.block_size = int(block_size)
+        self.seed = seed
+
+    def __call__(self, shape, dtype=None):
+        *kernel, channels = shape
+        subpixels = self.block_size**2
+        if channels % subpixels:
+            raise ValueError(f"ICNR: {channels} output channels are not divisible by {subpixels}.")
+        base = keras.initializers.GlorotUniform(seed=self.seed)(
+            (*kernel, channels // subpixels), dtype=dtype
+        )
+        # depth_to_space reads channel (dy * b + dx) * C + c for output channel c at (dy, dx).
+        return tf.tile(base, [1] * len(kernel) + [subpixels])
+
+    def get_config(self):
+        return {"block_size": self.block_size, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="dlss_dist")
 class SpectralNormConv2D(keras.layers.Layer):
     """Conv2D whose kernel is divided by its largest singular value (Miyato et al. 2018).
 
