@@ -84,9 +84,9 @@ def memory_child() -> None:
     """Measures one mode and prints {"mode", "max_rss_mb", "seconds"} as JSON."""
     import numpy as np
 
-    from dlss_dist import upscale
+    from dlss_dist import serving
 
-    upscaler = upscale.SavedModelUpscaler(FLAGS.model)
+    upscaler = serving.load_upscaler(FLAGS.model)
     image = _test_image(FLAGS.memory_size)
     start = time.perf_counter()
     if FLAGS.memory_child == "baseline":
@@ -127,14 +127,14 @@ def latency_and_throughput(workdir: str) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from dlss_dist import export, upscale
+    from dlss_dist import export, serving
 
     generator = _build_generator(FLAGS.scale, FLAGS.num_filters, FLAGS.num_blocks)
     path = export.export_generator(
         generator, os.path.join(workdir, "latency", "1"), scale=FLAGS.scale
     )
-    upscaler = upscale.SavedModelUpscaler(path)
-    serving = upscaler.signatures["serving_default"]
+    upscaler = serving.load_upscaler(path)
+    serving_default = upscaler.runtime.signatures["serving_default"]
 
     def keras_eager(images):
         sr = generator(tf.cast(images, tf.float32) / 127.5 - 1.0, training=False)
@@ -183,7 +183,7 @@ def latency_and_throughput(workdir: str) -> dict:
         fn(batch)  # warm-up at both shapes
 
     def serving_png(_images):
-        return serving(image_bytes=png)["image_bytes"].numpy()
+        return serving_default(image_bytes=png)["image_bytes"].numpy()
 
     serving_png(None)
     latency = {name: [] for name in [*variants, "savedmodel_serving_default_png"]}
@@ -259,16 +259,16 @@ def _other_runtimes(generator, version_dir: str) -> dict:
     )
     variants = {}
     if "onnx" in paths:
-        from dlss_dist.exporters.onnx_model import OnnxUpscaler
+        from dlss_dist.serving.onnx_file import OnnxRuntime
 
-        variants["onnxruntime"] = OnnxUpscaler(paths["onnx"]).upscale_batch
+        variants["onnxruntime"] = OnnxRuntime(paths["onnx"]).upscale_batch
         # ONNX Runtime's worker threads spin while waiting; on a shared, loaded machine one
         # thread can beat two, so both are timed.
-        variants["onnxruntime_1_thread"] = OnnxUpscaler(paths["onnx"], threads=1).upscale_batch
+        variants["onnxruntime_1_thread"] = OnnxRuntime(paths["onnx"], threads=1).upscale_batch
     if "tflite_float32" in paths:
-        from dlss_dist.exporters.tflite_model import TFLiteUpscaler
+        from dlss_dist.serving.tflite_file import TFLiteRuntime
 
-        variants["litert_tflite_float32"] = TFLiteUpscaler(paths["tflite_float32"]).upscale_batch
+        variants["litert_tflite_float32"] = TFLiteRuntime(paths["tflite_float32"]).upscale_batch
     return variants
 
 

@@ -263,3 +263,12 @@ def check_no_overwrite(
 def no_space(error: BaseException) -> bool:
     """True if `error` is a full disk (or quota) error."""
     return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def read_bytes(path: str) -> bytes:
+    """The whole content of a local or remote file."""
+    if is_remote(path):
+        with _gfile().GFile(path, "rb") as f:
+            return f.read()
+    with open(path, "rb") as f:
+        return f.read()

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from skimage import data as skdata
 
-from dlss_dist import export, upscale
+from dlss_dist import export, serving
 from dlss_dist.models.generators import srresnet_generator
 from dlss_dist.training import model_dir as model_dir_lib
 
@@ -199,7 +199,7 @@ def test_best_exporter_keeps_the_best_versions(generator, tmp_path):
     )
     assert resumed.best_path == os.path.join(moved, "200")
     assert resumed.maybe_export(generator, step=600, psnr=20.5) is None
-    assert upscale.resolve_savedmodel(moved) == os.path.join(moved, "200")
+    assert serving.load_upscaler(moved).path == os.path.join(moved, "200")
 
 
 def test_best_exporter_validates_arguments(tmp_path):

@@ -16,8 +16,10 @@ from conftest import load_photo
 from test_export import tiny_generator, write_model_dir
 
 from dlss_dist import export, exporters
-from dlss_dist.exporters import onnx_model, tflite_model
+from dlss_dist.exporters import onnx_model
 from dlss_dist.models.generators import srresnet_generator
+from dlss_dist.serving.onnx_file import OnnxRuntime
+from dlss_dist.serving.tflite_file import TFLiteRuntime
 
 SCALE = 4
 
@@ -73,7 +75,7 @@ def assert_parity(actual, expected, *, max_levels: int):
 
 @pytest.mark.parametrize("name", list(BATCHES))
 def test_onnx_runtime_matches_the_savedmodel(export_dir, savedmodel, name):
-    runner = onnx_model.OnnxUpscaler(os.path.join(export_dir, exporters.ONNX_FILE))
+    runner = OnnxRuntime(os.path.join(export_dir, exporters.ONNX_FILE))
     assert runner.scale == SCALE and runner.layout == "nhwc"
     images = BATCHES[name]
     expected = reference(savedmodel, images)
@@ -120,7 +122,7 @@ def test_onnx_nchw_layout_is_the_transposed_nhwc(generator, savedmodel, tmp_path
     [("float32", 1), ("float16", 2)],
 )
 def test_tflite_matches_the_savedmodel_at_any_size(export_dir, savedmodel, variant, max_levels):
-    runner = tflite_model.TFLiteUpscaler(os.path.join(export_dir, exporters.TFLITE_FILES[variant]))
+    runner = TFLiteRuntime(os.path.join(export_dir, exporters.TFLITE_FILES[variant]))
     assert runner.scale == SCALE
     details = runner._interpreter.get_input_details()[0]
     assert list(details["shape_signature"]) == [-1, -1, -1, 3]
@@ -139,10 +141,10 @@ def test_the_direct_pixel_shuffle_tail_converts_exactly(tmp_path):
     exporters.export_files(generator, path, scale=SCALE, formats=["onnx", "tflite"])
     images = BATCHES["chelsea 37x51"]
     expected = reference(tf.saved_model.load(path).signatures["upscale"], images)
-    onnx_runner = onnx_model.OnnxUpscaler(os.path.join(path, exporters.ONNX_FILE))
+    onnx_runner = OnnxRuntime(os.path.join(path, exporters.ONNX_FILE))
     assert_parity(onnx_runner.upscale_batch(np.stack(images)), expected, max_levels=1)
     tflite_file = os.path.join(path, exporters.TFLITE_FILES["float32"])
-    tflite_runner = tflite_model.TFLiteUpscaler(tflite_file)
+    tflite_runner = TFLiteRuntime(tflite_file)
     assert_parity(tflite_runner.upscale_batch(np.stack(images)), expected, max_levels=1)
 
 
@@ -178,7 +180,7 @@ def test_bad_arguments_and_foreign_models_are_rejected(generator, tmp_path):
     )
     onnx.save(helper.make_model(graph), str(tmp_path / "foreign.onnx"))
     with pytest.raises(ValueError, match="not a dlss_dist ONNX export"):
-        onnx_model.OnnxUpscaler(str(tmp_path / "foreign.onnx"))
+        OnnxRuntime(str(tmp_path / "foreign.onnx"))
 
 
 def test_export_cli_writes_the_requested_formats(tmp_path):
@@ -209,8 +211,8 @@ def test_export_cli_writes_the_requested_formats(tmp_path):
     assert sorted(os.listdir(version)) == ["model.onnx", "model.tflite"]
     assert "(onnx)" in result.stdout and "(tflite_float32)" in result.stdout
     image = BATCHES["astronaut 24x32"][0][None]
-    onnx_out = onnx_model.OnnxUpscaler(str(version / "model.onnx")).upscale_batch(image)
-    tflite_out = tflite_model.TFLiteUpscaler(str(version / "model.tflite")).upscale_batch(image)
+    onnx_out = OnnxRuntime(str(version / "model.onnx")).upscale_batch(image)
+    tflite_out = TFLiteRuntime(str(version / "model.tflite")).upscale_batch(image)
     # Both come from the EMA weights of the checkpoint.
     sr = ema(image.astype(np.float32) / 127.5 - 1, training=False).numpy()
     expected = np.round(np.clip((sr + 1) * 127.5, 0, 255)).astype(np.uint8)

@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from dlss_dist import export, imaging, upscale
+from dlss_dist import export, imaging, serving, upscale
 from dlss_dist.evaluation import pictures
 from dlss_dist.models.generators import srresnet_generator
+from dlss_dist.serving import tiling
 
 SCALE = 2
 
@@ -31,7 +32,7 @@ def saved_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def upscaler(saved_model):
-    return upscale.SavedModelUpscaler(saved_model)  # an export root: picks version 3
+    return serving.load_upscaler(saved_model)  # an export root: picks version 3
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +61,12 @@ def test_over_the_limit_is_tiled_automatically(upscaler):
     big = skdata.astronaut()[:100, :120]  # 12000 pixels > 96*96
     out = upscaler(big)
     assert out.shape == (200, 240, 3)
-    reference = upscale.upscale_tiled(upscaler.upscale_batch, big, scale=SCALE, tile=64)
+    reference = tiling.upscale_tiled(upscaler.upscale_batch, big, scale=SCALE, tile=64)
     assert np.abs(out.astype(int) - reference).max() <= 1
 
 
 def test_tile_over_the_limit_is_refused(upscaler, photo):
-    with pytest.raises(ValueError, match="over this export's limit"):
+    with pytest.raises(ValueError, match="over this model's limit"):
         upscaler(photo, tile=100)
 
 
@@ -73,7 +74,7 @@ def test_tile_over_the_limit_is_refused(upscaler, photo):
 def test_tiles_cover_every_pixel_exactly(shape):
     image = np.random.default_rng(1).integers(0, 256, (*shape, 3), dtype=np.uint8)
     # Nearest neighbour has a receptive field of one pixel, so tiling must be exact.
-    out = upscale.upscale_tiled(
+    out = tiling.upscale_tiled(
         lambda batch: imaging.upscale_nearest(batch[0], 4)[None],
         image,
         scale=4,
@@ -85,7 +86,7 @@ def test_tiles_cover_every_pixel_exactly(shape):
 
 def test_tile_geometry_is_validated(photo):
     with pytest.raises(ValueError, match="larger than 2 \\* tile_overlap"):
-        upscale.upscale_tiled(lambda b: b, photo, scale=1, tile=16, tile_overlap=8)
+        tiling.upscale_tiled(lambda b: b, photo, scale=1, tile=16, tile_overlap=8)
 
 
 def write_frames(folder, photo, names):
@@ -188,13 +189,12 @@ def test_output_names_never_collide():
     assert names[3] == "y.png"
 
 
-def test_the_committed_starter_model_upscales_and_beats_bicubic_where_it_says():
-    """starter_models/realworld_x4_cpu loads as any export does, and its recorded
-    evaluation says what the docs quote: better than bicubic on realistic LR."""
-    folder = os.path.join(os.path.dirname(os.path.dirname(__file__)), "starter_models")
-    model = os.path.join(folder, "realworld_x4_cpu")
-    starter = upscale.SavedModelUpscaler(model)
-    assert starter.scale == 4
+def test_the_shipped_starter_model_upscales_and_beats_bicubic_where_it_says():
+    """The starter model realworld_x4_cpu loads by name, and its recorded evaluation says
+    what the docs quote: better than bicubic on realistic LR."""
+    starter = serving.load_upscaler("realworld_x4_cpu")
+    assert starter.scale == 4 and starter.format == "savedmodel"
+    model = starter.path
     lr = skdata.astronaut()[100:124, 180:212]
     assert starter(lr).shape == (96, 128, 3)
     with open(os.path.join(model, "metrics_realistic.json")) as f:

@@ -17,7 +17,7 @@ import pytest
 from conftest import load_photo
 from test_export import SCALE, tiny_generator
 
-from dlss_dist import export, upscale, video
+from dlss_dist import export, serving, upscale, video
 
 NTSC = Fraction(30000, 1001)  # a rate that only survives if it is kept as a fraction
 HEIGHT, WIDTH = 32, 48
@@ -80,7 +80,7 @@ def psnr(a, b) -> float:
 def upscaler(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("video_model") / "1")
     export.export_generator(tiny_generator(seed=7), path, scale=SCALE)
-    return upscale.SavedModelUpscaler(path)
+    return serving.load_upscaler(path)
 
 
 @pytest.mark.parametrize("tile", [0, 20])

@@ -42,10 +42,14 @@ class UserError(Exception):
     """An error whose message is the whole story for the user (no traceback needed)."""
 
 
-def quiet_tensorflow_logs() -> None:
+def quiet_tensorflow_logs(*, tensorflow: bool = True) -> None:
     """Sets up the console (see `dlss_dist.console`): the tool's own story by default,
-    library internals at `--verbosity=1`. Call first in `main`, before TensorFlow loads."""
-    console.setup()
+    library internals at `--verbosity=1`. Call first in `main`, before TensorFlow loads.
+
+    Tools that may run without TensorFlow (dlss-upscale with an ONNX model) pass
+    ``tensorflow=False`` and call `console.import_tensorflow_quietly` once they know they
+    need it."""
+    console.setup(tensorflow=tensorflow)
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:

@@ -1,7 +1,11 @@
-r"""Measures an exported generator against bicubic and nearest-neighbour upscaling.
+r"""Measures a model against bicubic and nearest-neighbour upscaling.
 
   dlss-eval --model=/models/celeba/export --data=/data/celeba --split=test --output_dir=eval/
   dlss-eval --model=/models/celeba/export/2000 --data=photos/ --output_dir=eval/
+  dlss-eval --model=realworld_x4_cpu --data=photos/ --output_dir=eval/ --degradation=realistic
+
+--model takes what dlss-upscale takes: a starter model name, a SavedModel, an export root, a
+training model directory, or a .onnx / .tflite file.
 
 --data is a dataset written by dlss-preprocess (its LR images are used; its degradation and
 scale must match) or a folder of HR images (LR made with the same bicubic degradation).
@@ -14,10 +18,15 @@ from __future__ import annotations
 
 from absl import flags
 
+from dlss_dist import console
 from dlss_dist.cli import quiet_tensorflow_logs, run_tool
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "SavedModel folder or export root.")
+flags.DEFINE_string(
+    "model",
+    None,
+    "Starter model name, SavedModel, export root, training model_dir, .onnx or .tflite file.",
+)
 flags.DEFINE_string("data", None, "dlss-preprocess dataset folder or folder of HR images.")
 flags.DEFINE_string("split", "test", "Dataset split to evaluate (datasets only).")
 flags.DEFINE_string("output_dir", None, "Where metrics.json, per_image.csv, grids/ go.")
@@ -26,8 +35,11 @@ flags.DEFINE_integer("max_grids", 8, "Comparison grids for the first N images.",
 flags.DEFINE_integer(
     "tile",
     0,
-    "Tile side for the model (0: tile only images over the export's limit).",
+    "Tile side for the model (0: automatic, as large as --max_memory allows).",
     lower_bound=0,
+)
+flags.DEFINE_string(
+    "max_memory", "2G", "Peak memory to stay under when tiling automatically (e.g. 1G, 1500M)."
 )
 flags.DEFINE_bool(
     "skip_damaged_records",
@@ -45,10 +57,21 @@ flags.mark_flags_as_required(["model", "data", "output_dir"])
 
 @flags.validator("tile")
 def _check_tile(tile: int) -> bool:
-    from dlss_dist import upscale
+    from dlss_dist.serving import tiling  # light: no TensorFlow before the console is set up
 
     try:
-        upscale.validate_tiling(tile, None)
+        tiling.validate_tiling(tile, None)
+    except ValueError as error:
+        raise flags.ValidationError(str(error)) from error
+    return True
+
+
+@flags.validator("max_memory")
+def _check_max_memory(value: str) -> bool:
+    from dlss_dist.serving import memory
+
+    try:
+        memory.parse_memory(value)
     except ValueError as error:
         raise flags.ValidationError(str(error)) from error
     return True
@@ -56,11 +79,17 @@ def _check_tile(tile: int) -> bool:
 
 def main(argv):
     del argv  # run_tool refuses stray arguments
-    quiet_tensorflow_logs()
+    quiet_tensorflow_logs(tensorflow=False)
+    from dlss_dist import serving
+
+    # Found (not loaded) first: a wrong --model fails before TensorFlow is imported.
+    source = serving.locate(FLAGS.model)
+    console.import_tensorflow_quietly()
     from dlss_dist.evaluation import evaluate
 
     summary = evaluate.evaluate(
-        model=FLAGS.model,
+        model=source,
+        max_memory=FLAGS.max_memory,
         data=FLAGS.data,
         output_dir=FLAGS.output_dir,
         split=FLAGS.split,

@@ -1,6 +1,8 @@
-r"""Upscales images, folders of images, video frames or videos with an exported SavedModel.
+r"""Upscales images, folders of images, video frames or videos with any model.
 
+  dlss-upscale --model=realworld_x4_cpu --input=photo.jpg --output=out/
   dlss-upscale --model=/models/celeba/export --input=photo.jpg --output=out/
+  dlss-upscale --model=export/2000/model.onnx --input=photo.jpg --output=out/ --max_memory=1G
   dlss-upscale --model=EXPORT --input=frames/ --output=out/ --gif=out/clip.gif --gif_fps=12
   dlss-upscale --model=EXPORT --input=big.png --output=out/ --tile=256 --tile_overlap=16
   dlss-upscale --model=EXPORT --input=a.png --input=b.png --output=out/ --interpolate=8 \
@@ -8,8 +10,11 @@ r"""Upscales images, folders of images, video frames or videos with an exported 
   dlss-upscale --model=EXPORT --input=clip.mp4 --output=clip_x4.mp4 [--tile=256]
   dlss-upscale --model=EXPORT --input=videos/ --output=out/
 
---model is a SavedModel folder or an export root (the best export in its exports.json, else
-the newest version). Every input becomes <output>/<stem>.png. Inputs that cannot be read are
+--model is a starter model's name (realworld_x4_cpu), a SavedModel folder, an export root (the
+best export in its exports.json, else the newest version), a training model directory (its best
+export, else its newest checkpoint), or a .onnx / .tflite file (run by ONNX Runtime / LiteRT,
+no TensorFlow needed). Images are tiled so the run's peak memory stays under --max_memory
+(default 2G). Every input becomes <output>/<stem>.png. Inputs that cannot be read are
 listed with their reason (also in <output>/failures.json) and the exit code is 1, but every
 other input is still written. Videos (.mp4, .m4v, .mov, .mkv, .webm, .avi) are upscaled frame
 by frame, keeping frame rate and audio (docs/video.md): to the --output file when it is a
@@ -23,10 +28,15 @@ import sys
 
 from absl import flags, logging
 
+from dlss_dist import console
 from dlss_dist.cli import quiet_tensorflow_logs, run_tool
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "SavedModel folder or export root.")
+flags.DEFINE_string(
+    "model",
+    None,
+    "Starter model name, SavedModel, export root, training model_dir, .onnx or .tflite file.",
+)
 flags.DEFINE_multi_string("input", None, "Image file or folder; repeat for several.")
 flags.DEFINE_string("output", None, "Output folder for the upscaled PNGs.")
 flags.DEFINE_string("gif", None, "Also write all results, in order, as this GIF.")
@@ -34,8 +44,11 @@ flags.DEFINE_float("gif_fps", 10.0, "GIF frames per second.", lower_bound=0.01)
 flags.DEFINE_integer(
     "tile",
     0,
-    "Tile side in input pixels (0: tile only images over the export's limit).",
+    "Tile side in input pixels (0: automatic, as large as --max_memory allows).",
     lower_bound=0,
+)
+flags.DEFINE_string(
+    "max_memory", "2G", "Peak memory to stay under when tiling automatically (e.g. 1G, 1500M)."
 )
 flags.DEFINE_integer("tile_overlap", 16, "Input pixels of context around each tile.", lower_bound=0)
 flags.DEFINE_integer(
@@ -53,10 +66,21 @@ flags.mark_flags_as_required(["model", "input", "output"])
 
 @flags.multi_flags_validator(["tile", "tile_overlap"])
 def _check_tiling(values: dict) -> bool:
-    from dlss_dist import upscale
+    from dlss_dist.serving import tiling  # light: no TensorFlow before the console is set up
 
     try:
-        upscale.validate_tiling(values["tile"], values["tile_overlap"])
+        tiling.validate_tiling(values["tile"], values["tile_overlap"])
+    except ValueError as error:
+        raise flags.ValidationError(str(error)) from error
+    return True
+
+
+@flags.validator("max_memory")
+def _check_max_memory(value: str) -> bool:
+    from dlss_dist.serving import memory
+
+    try:
+        memory.parse_memory(value)
     except ValueError as error:
         raise flags.ValidationError(str(error)) from error
     return True
@@ -64,8 +88,11 @@ def _check_tiling(values: dict) -> bool:
 
 def main(argv):
     del argv  # run_tool refuses stray arguments
-    quiet_tensorflow_logs()
-    from dlss_dist import upscale, video
+    quiet_tensorflow_logs(tensorflow=False)
+    from dlss_dist import serving, upscale, video
+
+    # Found (not loaded) first: a wrong --model fails before anything heavy is imported.
+    source = serving.locate(FLAGS.model)
 
     # Checked before the model loads: a wrong --output must not cost a model load.
     if video.is_video(FLAGS.output):
@@ -75,7 +102,9 @@ def main(argv):
         upscale.check_outputs(
             FLAGS.input, FLAGS.output, gif=FLAGS.gif, interpolate=FLAGS.interpolate
         )
-    upscaler = upscale.SavedModelUpscaler(FLAGS.model)
+    if serving.needs_tensorflow(source):
+        console.import_tensorflow_quietly()
+    upscaler = serving.load_upscaler(source, max_memory=FLAGS.max_memory)
     if video.is_video(FLAGS.output):
         _upscale_one_video(upscaler, video)
         return

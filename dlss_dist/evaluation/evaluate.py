@@ -1,4 +1,4 @@
-"""Evaluates an exported generator against bicubic and nearest-neighbour upscaling.
+"""Evaluates a model (any format: `dlss_dist.serving`) against bicubic and nearest upscaling.
 
 The library behind ``dlss-eval``. Data is either a dataset written by ``dlss-preprocess``
 (its LR images are used as they are, after checking the dataset's degradation and scale) or
@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from dlss_dist import degradations, imaging, upscale
+from dlss_dist import degradations, imaging, serving, upscale
 from dlss_dist.data import pipeline, schema, verify
 from dlss_dist.evaluation import baselines, metrics, pictures
 
@@ -131,26 +131,30 @@ def evaluate(
     tile: int = 0,
     skip_damaged_records: bool = False,
     degradation: str = "bicubic",
+    max_memory: int | str = serving.DEFAULT_MAX_MEMORY,
 ) -> dict:
-    """Measures the SavedModel, bicubic and nearest on `data` and writes the reports.
+    """Measures the model, bicubic and nearest on `data` and writes the reports.
 
     Args:
-      model: SavedModel folder or export root (see `upscale.resolve_savedmodel`).
+      model: anything `dlss_dist.serving.load_upscaler` takes (a SavedModel, export root,
+        training model directory, .onnx/.tflite file or starter model name), or an `Upscaler`.
       data: a dlss-preprocess dataset folder (has manifest.json) or a folder of HR images.
       output_dir: where metrics.json, per_image.csv and grids/ are written.
       split: dataset split to evaluate (ignored for a plain folder).
       max_images: evaluate only the first N images.
       max_grids: write comparison grids for the first N images.
-      tile: tile size for the model (0: only images over the export's limit are tiled).
+      tile: tile size for the model (0: tiles chosen by `max_memory`).
       skip_damaged_records: evaluate the readable records of a damaged dataset (each damaged
         file is listed in ``skipped``) instead of stopping with an error naming it.
       degradation: named evaluation degradation making LR from HR (``bicubic``: the
         dataset's stored LR, or bicubic for folders; ``realistic``: see degradations.py).
+      max_memory: peak memory to stay under when tiling (bytes or e.g. "2G").
 
     Returns:
       The metrics.json content::
 
-        {"model": ".../export/2000", "data": "...", "source": "dataset"|"folder",
+        {"model": ".../export/2000", "model_format": "savedmodel", "data": "...",
+         "source": "dataset"|"folder",
          "split": "test"|null, "scale": 4, "border_crop": 4,
          "degradation": "bicubic_matlab_antialias" | "realistic",
          "degradation_spec": {"name", "blur", "downscale", "noise", "jpeg_quality"},
@@ -167,9 +171,12 @@ def evaluate(
         raise ValueError(f"--output_dir={output_dir} is a file, not a folder")
     if not tf.io.gfile.exists(data):
         raise FileNotFoundError(f"--data={data} does not exist")
-    upscale.validate_tiling(tile, None)
+    serving.validate_tiling(tile, None)
     named = degradations.evaluation_degradation(degradation)
-    upscaler = upscale.SavedModelUpscaler(model)
+    if isinstance(model, serving.Upscaler):
+        upscaler = model
+    else:
+        upscaler = serving.load_upscaler(model, max_memory=max_memory)
     scale = upscaler.scale
     skipped: list[dict] = []
     is_dataset = tf.io.gfile.exists(os.path.join(data, schema.MANIFEST_FILE))
@@ -242,6 +249,7 @@ def evaluate(
 
     summary = {
         "model": upscaler.path,
+        "model_format": upscaler.format,
         "data": data,
         "source": "dataset" if is_dataset else "folder",
         "split": split if is_dataset else None,

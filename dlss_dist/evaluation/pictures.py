@@ -1,7 +1,8 @@
 """Pictures for people: labelled comparison grids, GIFs, and cross-faded frames.
 
 Used by training (sample grids), evaluation (per-image grids) and upscaling (GIFs and
-cross-fades); it imports nothing of the package, so every import of it points down.
+cross-fades); it imports only the ground-floor `dlss_dist.files`, so every import of it
+points down.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import io
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image, ImageDraw
+
+from dlss_dist import files
 
 _LINE_HEIGHT = 12
 _GAP = 4
@@ -128,7 +130,7 @@ def write_gif(frames: Iterable[np.ndarray | str], path: str, *, fps: float = 10.
     Args:
       frames: HxWx3 uint8 arrays or paths of image files, in order. Frames of different sizes
         are centred on a black canvas of the largest size.
-      path: output file (local or any tf.io.gfile path).
+      path: output file (local, or remote through tf.io.gfile).
       fps: frames per second.
 
     GIF stores 256 colours per frame (an adaptive palette is chosen per frame). Pillow merges
@@ -140,7 +142,7 @@ def write_gif(frames: Iterable[np.ndarray | str], path: str, *, fps: float = 10.
     images = []
     for frame in frames:
         if isinstance(frame, str):
-            with tf.io.gfile.GFile(frame, "rb") as f:
+            with files.open_file(frame, "rb") as f:
                 image = Image.open(io.BytesIO(f.read())).convert("RGB")
         else:
             image = Image.fromarray(np.asarray(frame, np.uint8))
@@ -158,7 +160,7 @@ def write_gif(frames: Iterable[np.ndarray | str], path: str, *, fps: float = 10.
         duration=max(1, round(1000 / fps)),
         loop=0,
     )
-    with tf.io.gfile.GFile(path, "wb") as f:
+    with files.open_file(path, "wb") as f:
         f.write(buffer.getvalue())
     with Image.open(io.BytesIO(buffer.getvalue())) as written:
         return written.n_frames

@@ -1,7 +1,9 @@
 """Exports of the generator beyond the TF Serving SavedModel (`dlss_dist.export`).
 
-* `onnx_model`: ONNX for ONNX Runtime / TensorRT (converted with tf2onnx), and a runner.
-* `tflite_model`: TFLite (LiteRT) float32 and float16 flatbuffers, and a runner.
+* `onnx_model`: ONNX for ONNX Runtime / TensorRT (converted with tf2onnx).
+* `tflite_model`: TFLite (LiteRT) float32 and float16 flatbuffers.
+
+They are run by `dlss_dist.serving` (`load_upscaler`), which needs no TensorFlow for them.
 
 Both convert the same graph (`graph.UpscaleGraph`), whose convention matches the
 SavedModel's ``upscale`` signature: uint8 RGB NHWC ``[N, H, W, 3]`` in, uint8
@@ -13,11 +15,8 @@ from __future__ import annotations
 import os
 
 from dlss_dist import export, files
+from dlss_dist.export_formats import FORMATS, ONNX_FILE, TFLITE_FILES
 from dlss_dist.exporters import onnx_model, tflite_model
-
-FORMATS = ("savedmodel", "onnx", "tflite")
-ONNX_FILE = "model.onnx"
-TFLITE_FILES = {"float32": "model.tflite", "float16": "model_fp16.tflite"}
 
 
 def export_files(
@@ -87,7 +86,7 @@ def check_dependencies(formats) -> None:
         missing = [m for m in needs.get(fmt, ()) if importlib.util.find_spec(m) is None]
         if missing:
             raise ImportError(
-                f"--format={fmt} needs {', '.join(missing)}: pip install 'dlss_dist[{fmt}]'"
+                f"--format={fmt} needs {', '.join(missing)}: pip install 'dlss_dist[export]'"
             )
 
 

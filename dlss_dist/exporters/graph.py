@@ -12,10 +12,7 @@ import keras
 import tensorflow as tf
 
 from dlss_dist.data.pipeline import to_float, to_uint8
-
-INPUT_NAME = "images"
-# Not "images" like the SavedModel's output key: ONNX needs distinct input and output names.
-OUTPUT_NAME = "upscaled"
+from dlss_dist.export_formats import INPUT_NAME, OUTPUT_NAME
 
 
 class UpscaleGraph(tf.Module):

@@ -1,10 +1,11 @@
-"""ONNX export of a generator (tf2onnx) and an ONNX Runtime runner for it.
+"""ONNX export of a generator (tf2onnx); `dlss_dist.serving.onnx_file` runs it.
 
 The model: input ``images`` uint8 ``[batch, height, width, 3]`` (RGB, NHWC, 0-255), output
 ``upscaled`` uint8 ``[batch, out_height, out_width, 3]`` with out = scale x in; all four
 named dimensions are dynamic. The upscaling factor is in the model's metadata
 (``dlss_dist.scale``). ``--onnx_layout=nchw`` (``layout="nchw"``) gives ``[batch, 3, height,
-width]`` in and out instead, the layout TensorRT prefers.
+width]`` in and out instead, the layout TensorRT prefers. The names are
+`dlss_dist.export_formats`'.
 
 Why tf2onnx, called directly: it is the converter Keras 3's own ``model.export(format="onnx")``
 uses for the TensorFlow backend, it installs beside TF 2.21 (no protobuf pin since 1.17), and
@@ -15,18 +16,20 @@ signature, where Keras's export would give float32 in the model's [-1, 1] range.
 from __future__ import annotations
 
 import keras
-import numpy as np
-import tensorflow as tf
 from absl import logging
 
 from dlss_dist import files
-from dlss_dist.exporters.graph import INPUT_NAME, OUTPUT_NAME, UpscaleGraph
+from dlss_dist.export_formats import (
+    INPUT_NAME,
+    ONNX_LAYOUT_KEY,
+    ONNX_LAYOUTS,
+    ONNX_SCALE_KEY,
+    OUTPUT_NAME,
+)
+from dlss_dist.exporters.graph import UpscaleGraph
 
 # A recent opset that current ONNX Runtime and TensorRT releases both read (--onnx_opset).
 DEFAULT_OPSET = 17
-LAYOUTS = ("nhwc", "nchw")
-SCALE_KEY = "dlss_dist.scale"
-LAYOUT_KEY = "dlss_dist.layout"
 
 
 def _name_dimensions(model, layout: str) -> None:
@@ -65,8 +68,8 @@ def export_onnx(
         raise ImportError(
             f"ONNX export needs tf2onnx and onnx: pip install 'dlss_dist[onnx]' ({error})"
         ) from error
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout not in ONNX_LAYOUTS:
+        raise ValueError(f"layout must be one of {ONNX_LAYOUTS}, got {layout!r}")
     graph = UpscaleGraph(generator)
     nchw = layout == "nchw"
     # tf2onnx logs every rewrite pass at INFO; keep the CLI's output to what it did.
@@ -80,7 +83,7 @@ def export_onnx(
     )
     _name_dimensions(model, layout)
     onnx.helper.set_model_props(
-        model, {SCALE_KEY: str(scale), LAYOUT_KEY: layout, "dlss_dist.dtype": "uint8"}
+        model, {ONNX_SCALE_KEY: str(scale), ONNX_LAYOUT_KEY: layout, "dlss_dist.dtype": "uint8"}
     )
     model.doc_string = (
         f"dlss_dist x{scale} super-resolution generator: {INPUT_NAME} uint8 RGB {layout} "
@@ -90,43 +93,3 @@ def export_onnx(
     files.atomic_write(path, model.SerializeToString())
     logging.info("Exported the generator (x%d) as ONNX opset %d to %s", scale, opset, path)
     return path
-
-
-class OnnxUpscaler:
-    """An exported ONNX model in ONNX Runtime: ``upscale_batch(uint8 NHWC) -> uint8 NHWC``.
-
-    Attributes:
-      path: the model file.
-      scale: upscaling factor (from the model's metadata).
-      layout: "nhwc" or "nchw", the model's own layout; `upscale_batch` always takes and
-        returns NHWC, transposing for an NCHW model.
-    """
-
-    def __init__(self, path: str, *, providers: list[str] | None = None, threads: int = 0):
-        try:
-            import onnxruntime
-        except ImportError as error:
-            raise ImportError(
-                f"running ONNX models needs onnxruntime: pip install 'dlss_dist[onnx]' ({error})"
-            ) from error
-        self.path = path
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads  # 0: ONNX Runtime's default (all cores)
-        with tf.io.gfile.GFile(path, "rb") as f:
-            content = f.read()
-        self._session = onnxruntime.InferenceSession(
-            content, options, providers=providers or ["CPUExecutionProvider"]
-        )
-        metadata = self._session.get_modelmeta().custom_metadata_map
-        if SCALE_KEY not in metadata:
-            raise ValueError(f"{path} has no {SCALE_KEY} metadata: not a dlss_dist ONNX export")
-        self.scale = int(metadata[SCALE_KEY])
-        self.layout = metadata.get(LAYOUT_KEY, "nhwc")
-
-    def upscale_batch(self, images: np.ndarray) -> np.ndarray:
-        """uint8 [N, H, W, 3] -> uint8 [N, sH, sW, 3] in one call (no tiling)."""
-        images = np.asarray(images, np.uint8)
-        if self.layout == "nchw":
-            images = images.transpose(0, 3, 1, 2)
-        (output,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(images)})
-        return output.transpose(0, 2, 3, 1) if self.layout == "nchw" else output
