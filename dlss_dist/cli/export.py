@@ -1,7 +1,15 @@
-r"""Exports a trained generator as a TF Serving SavedModel.
+r"""Exports a trained generator as a TF Serving SavedModel, ONNX or TFLite.
 
   dlss-export --model_dir=/models/celeba --export_dir=/models/celeba/serving
   dlss-export --model_dir=DIR --checkpoint=DIR/checkpoints/ckpt-12 --export_dir=OUT --version=7
+  dlss-export --model=realworld_x4_cpu --export_dir=OUT --format=onnx
+  dlss-export --model=/models/celeba/export/2000 --export_dir=OUT --format=onnx,tflite
+
+--model converts from any TensorFlow model dlss-upscale takes: a training model directory (as
+--model_dir), a SavedModel, an export root or a starter model name; a SavedModel's network is
+rebuilt from the operative_config.gin of its run (beside it, or in the model directory above
+its export folder), and its version is its folder's number (1 for a starter model). A .onnx
+or .tflite file cannot be converted back.
 
 The generator is rebuilt from <model_dir>/operative_config.gin and restored from the newest
 checkpoint (or --checkpoint); the EMA weights are exported when the checkpoint has them.
@@ -25,10 +33,15 @@ import os
 
 from absl import flags
 
+from dlss_dist import console
 from dlss_dist.cli import quiet_tensorflow_logs, run_tool
+from dlss_dist.export_formats import FORMATS, TFLITE_FILES
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Training model_dir (has operative_config.gin).")
+flags.DEFINE_string(
+    "model", None, "Or any model: model_dir, SavedModel, export root or starter model name."
+)
 flags.DEFINE_string("checkpoint", None, "Checkpoint prefix or folder (default: the newest).")
 flags.DEFINE_string(
     "export_dir", None, "Export root; the SavedModel goes to <export_dir>/<version>."
@@ -37,7 +50,8 @@ flags.DEFINE_integer("version", None, "Version folder name (default: the checkpo
 flags.DEFINE_integer(
     "max_input_pixels",
     None,
-    "Largest input H*W the SavedModel accepts (default: the run's train_loop.max_input_pixels).",
+    "Largest input H*W the SavedModel accepts (default: the source export's, else the run's "
+    "train_loop.max_input_pixels).",
     lower_bound=1,
 )
 flags.DEFINE_list(
@@ -49,13 +63,11 @@ flags.DEFINE_list("tflite_variants", ["float32", "float16"], "TFLite variants to
 flags.DEFINE_bool(
     "overwrite", False, "Replace an existing <export_dir>/<version> folder (as a whole)."
 )
-flags.mark_flags_as_required(["model_dir", "export_dir"])
+flags.mark_flags_as_required(["export_dir"])
+flags.mark_flags_as_mutual_exclusive(["model_dir", "model"], required=True)
 
-
-# dlss_dist.exporters.FORMATS and TFLITE_FILES (a test checks they agree): spelled out here
-# so that checking the flags does not import TensorFlow.
-FORMATS = ("savedmodel", "onnx", "tflite")
-TFLITE_VARIANTS = ("float32", "float16")
+# The export formats' names live in a module without TensorFlow: checking flags stays light.
+TFLITE_VARIANTS = tuple(TFLITE_FILES)
 
 
 @flags.multi_flags_validator(["format", "tflite_variants"])
@@ -77,43 +89,59 @@ def _check_formats(values: dict) -> bool:
 
 def main(argv):
     del argv  # run_tool refuses stray arguments
-    quiet_tensorflow_logs()
+    quiet_tensorflow_logs(tensorflow=False)
+    from dlss_dist import serving
+
+    source = None
+    if FLAGS.model is not None:
+        source = serving.locate(FLAGS.model)  # a wrong --model fails before TensorFlow loads
+        serving.check_convertible(source)
+    console.import_tensorflow_quietly()
     import tensorflow as tf
 
     from dlss_dist import exporters
-    from dlss_dist.training import loop, model_dir
+    from dlss_dist.serving import convert
+    from dlss_dist.training import loop
 
     exporters.check_dependencies(FLAGS.format)
     for flag in ("model_dir", "export_dir"):
         path = getattr(FLAGS, flag)
-        if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
+        if path is not None and tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
             raise ValueError(f"--{flag}={path} is a file, not a folder")
-    if not tf.io.gfile.isdir(FLAGS.model_dir):
-        raise FileNotFoundError(f"--model_dir={FLAGS.model_dir} does not exist")
-    checkpoint = model_dir.resolve_checkpoint(FLAGS.model_dir, FLAGS.checkpoint)
-    version = FLAGS.version
-    if version is None:
-        version = model_dir.checkpoint_step(checkpoint)
-    if version is None:
-        raise ValueError(f"{checkpoint} has no `step` variable: pass --version")
-    version_dir = os.path.join(FLAGS.export_dir, str(version))
-    # Before the (slow) model load: an occupied version folder costs nothing to refuse.
-    exporters.check_version_folder(version_dir, overwrite=FLAGS.overwrite)
-    generator, scale = model_dir.load_generator(FLAGS.model_dir, checkpoint)
+    if FLAGS.version is not None:
+        # Before the (slow) model load: an occupied version folder costs nothing to refuse.
+        exporters.check_version_folder(
+            os.path.join(FLAGS.export_dir, str(FLAGS.version)), overwrite=FLAGS.overwrite
+        )
+    if source is None:
+        if not tf.io.gfile.isdir(FLAGS.model_dir):
+            raise FileNotFoundError(f"--model_dir={FLAGS.model_dir} does not exist")
+        checkpoint = convert.resolve_checkpoint(FLAGS.model_dir, FLAGS.checkpoint)
+        if FLAGS.version is None:
+            exporters.check_version_folder(
+                os.path.join(FLAGS.export_dir, str(checkpoint.version)),
+                overwrite=FLAGS.overwrite,
+            )
+        found = convert.checkpoint_generator(checkpoint)
+    else:
+        found = convert.source_generator(source, FLAGS.checkpoint)
+    version = FLAGS.version if FLAGS.version is not None else found.version
     written = exporters.export_version(
-        generator,
+        found.generator,
         FLAGS.export_dir,
         version,
-        scale=scale,
+        scale=found.scale,
         formats=FLAGS.format,
-        max_input_pixels=FLAGS.max_input_pixels or loop.max_input_pixels_of_run(),
+        max_input_pixels=(
+            FLAGS.max_input_pixels or found.max_input_pixels or loop.max_input_pixels_of_run()
+        ),
         overwrite=FLAGS.overwrite,
         onnx_opset=FLAGS.onnx_opset,
         onnx_layout=FLAGS.onnx_layout,
         tflite_variants=tuple(FLAGS.tflite_variants),
     )
     for kind, path in written.items():
-        print(f"Exported x{scale} generator from {checkpoint} to {path} ({kind})")
+        print(f"Exported x{found.scale} generator from {found.origin} to {path} ({kind})")
 
 
 def run():

@@ -11,7 +11,13 @@ ONNX and TFLite models run with ONNX Runtime or LiteRT alone (``pip install
 'dlss_dist[onnx]'``); the TensorFlow formats import it when they are loaded.
 """
 
-from dlss_dist.serving.loading import ModelSource, load_upscaler, locate, needs_tensorflow
+from dlss_dist.serving.loading import (
+    ModelSource,
+    check_convertible,
+    load_upscaler,
+    locate,
+    needs_tensorflow,
+)
 from dlss_dist.serving.memory import DEFAULT_MAX_MEMORY, parse_memory
 from dlss_dist.serving.starters import available as starter_models
 from dlss_dist.serving.tiling import DEFAULT_TILE_OVERLAP, MIN_TILE, validate_tiling
@@ -24,6 +30,7 @@ __all__ = [
     "ModelError",
     "ModelSource",
     "Upscaler",
+    "check_convertible",
     "load_upscaler",
     "locate",
     "needs_tensorflow",

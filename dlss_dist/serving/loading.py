@@ -86,6 +86,21 @@ def needs_tensorflow(source: ModelSource) -> bool:
     return source.kind not in FILE_FORMATS.values() and tensorflow_installed()
 
 
+def check_convertible(source: ModelSource) -> None:
+    """Raises ValueError saying why, when `source` cannot be converted to other formats.
+
+    ONNX and TFLite files are end points: no maintained converter takes them back to a
+    TensorFlow/Keras network (the SavedModel, ONNX and TFLite writers all start from one).
+    """
+    if source.kind in FILE_FORMATS.values():
+        raise ValueError(
+            f"cannot convert {source.description}: a .{source.kind} file is an end point, "
+            "there is no supported way back from it to the TensorFlow network every export "
+            "starts from; convert the training model directory, SavedModel or starter model "
+            "it was exported from"
+        )
+
+
 def _tensorflow_free_file(folder: str) -> str | None:
     """A .onnx or .tflite export beside a SavedModel whose runtime is installed, or None."""
     candidates = [(ONNX_FILE, "onnxruntime"), (TFLITE_FILES["float32"], "ai_edge_litert")]

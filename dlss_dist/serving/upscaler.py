@@ -67,13 +67,16 @@ class Upscaler:
         self,
         runtime: Runtime,
         *,
-        max_memory: int = memory.DEFAULT_MAX_MEMORY,
+        max_memory: int | str = memory.DEFAULT_MAX_MEMORY,
         description: str = "",
+        bytes_per_pixel: float | None = None,
     ):
+        """Wraps `runtime`; `bytes_per_pixel` (working memory of one call per input pixel)
+        is measured on first need when not given."""
         self.runtime = runtime
         self.max_memory = memory.parse_memory(max_memory)
         self.description = description or runtime.path
-        self._bytes_per_pixel: float | None = None
+        self._bytes_per_pixel = bytes_per_pixel
 
     @property
     def path(self) -> str:

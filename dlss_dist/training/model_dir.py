@@ -318,6 +318,19 @@ class BestExporter:
         return final
 
 
+def build_generator_from_config(config: str) -> keras.Model:
+    """Builds the (untrained) generator an ``operative_config.gin`` describes.
+
+    The process's gin config is replaced by that file's bindings.
+    """
+    gin.clear_config()
+    with tf.io.gfile.GFile(config) as f, gin.unlock_config():
+        # Written by gin itself, so no binding is a typo; skipping unknowns lets a model dir
+        # from an older version (e.g. with a binding since removed) still be exported.
+        gin.parse_config(f.read(), skip_unknown=True)
+    return models.build_generator()
+
+
 def load_generator(model_dir: str, checkpoint: str | None = None) -> tuple[keras.Model, int]:
     """Builds the generator from ``<model_dir>/operative_config.gin`` and restores its weights.
 
@@ -337,14 +350,7 @@ def load_generator(model_dir: str, checkpoint: str | None = None) -> tuple[keras
     if not tf.io.gfile.exists(config):
         raise FileNotFoundError(f"{config} not found: is {model_dir} a training model_dir?")
     path = resolve_checkpoint(model_dir, checkpoint)
-
-    # The model dir's config replaces whatever this process had bound before.
-    gin.clear_config()
-    with tf.io.gfile.GFile(config) as f, gin.unlock_config():
-        # Written by gin itself, so no binding is a typo; skipping unknowns lets a model dir
-        # from an older version (e.g. with a binding since removed) still be exported.
-        gin.parse_config(f.read(), skip_unknown=True)
-    generator = models.build_generator()
+    generator = build_generator_from_config(config)
     restore_generator_weights(generator, path)
     return generator, export.infer_scale(generator)
 

@@ -1,0 +1,264 @@
+"""One model interface: every format loads as the same Upscaler, tiles by a memory budget, and
+the ONNX path runs without TensorFlow."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import gin
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skdata
+from test_export import SCALE, tiny_generator, write_model_dir
+from training_helpers import REPO, run_cli
+
+from dlss_dist import export, exporters, imaging, serving
+from dlss_dist.serving import memory, tiling
+from dlss_dist.training import model_dir as model_dir_lib
+
+# Poisons `import tensorflow` (ImportError), then runs a CLI entry point as its console script
+# would: proves the path imports no TensorFlow, wherever an import might hide.
+NO_TENSORFLOW = textwrap.dedent(
+    """
+    import sys
+    sys.modules["tensorflow"] = None
+    from dlss_dist.cli.{module} import run
+    sys.argv = ["dlss-{tool}"] + sys.argv[1:]
+    run()
+    """
+)
+
+
+def run_without_tensorflow(module: str, tool: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", NO_TENSORFLOW.format(module=module, tool=tool), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+
+
+@pytest.fixture(scope="module")
+def generator():
+    return tiny_generator(seed=3)
+
+
+@pytest.fixture(scope="module")
+def training_dir(generator, tmp_path_factory):
+    """A model dir with a checkpoint, and an export root with every format in version 9."""
+    root = tmp_path_factory.mktemp("serving")
+    model_dir = root / "model"
+    try:
+        write_model_dir(model_dir, generator=generator, step=9)
+    finally:
+        gin.clear_config()
+    version = os.path.join(model_dir_lib.ModelDir(str(model_dir)).export_root, "9")
+    export.export_generator(generator, version, scale=SCALE, max_input_pixels=64 * 64)
+    exporters.export_files(
+        generator, version, scale=SCALE, formats=["onnx", "tflite"], tflite_variants=("float32",)
+    )
+    return str(model_dir)
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return skdata.astronaut()[100:140, 180:230]  # 40x50
+
+
+def test_every_format_loads_as_the_same_upscaler(training_dir, photo):
+    export_root = os.path.join(training_dir, "export")
+    version = os.path.join(export_root, "9")
+    models = {
+        "export root": (export_root, "savedmodel"),
+        "savedmodel": (version, "savedmodel"),
+        "model dir with an export": (training_dir, "savedmodel"),
+        "onnx": (os.path.join(version, "model.onnx"), "onnx"),
+        "tflite": (os.path.join(version, "model.tflite"), "tflite"),
+    }
+    reference = serving.load_upscaler(version)(photo)
+    assert reference.shape == (80, 100, 3)
+    for name, (path, kind) in models.items():
+        upscaler = serving.load_upscaler(path)
+        assert upscaler.format == kind and upscaler.scale == SCALE, name
+        assert np.abs(upscaler(photo).astype(int) - reference).max() <= 1, name
+        # The SavedModel's pixel limit holds for every format through the Upscaler's tiles.
+        assert np.abs(upscaler(photo, tile=32, tile_overlap=8).astype(int) - reference).max() <= 1
+
+
+def test_a_model_dir_without_exports_runs_its_newest_checkpoint(generator, tmp_path, photo):
+    model_dir = tmp_path / "model"
+    try:
+        write_model_dir(model_dir, generator=generator, step=4)
+        upscaler = serving.load_upscaler(str(model_dir))
+    finally:
+        gin.clear_config()
+    assert upscaler.format == "checkpoint" and upscaler.path.endswith("ckpt-1")
+    sr = generator(photo[None].astype(np.float32) / 127.5 - 1, training=False).numpy()[0]
+    reference = np.round(np.clip((sr + 1) * 127.5, 0, 255)).astype(np.uint8)
+    assert np.abs(upscaler(photo).astype(int) - reference).max() <= 1
+
+
+def test_unknown_names_and_non_models_are_refused_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="starter models: .*realworld_x4_cpu"):
+        serving.load_upscaler("realworld_x9")
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="is a file but not a model"):
+        serving.load_upscaler(str(text))
+    with pytest.raises(FileNotFoundError, match="neither a SavedModel"):
+        serving.load_upscaler(str(tmp_path))
+
+
+def test_starter_models_are_found_by_name():
+    assert "realworld_x4_cpu" in serving.starter_models()
+    source = serving.locate("realworld_x4_cpu")
+    assert source.kind == "savedmodel"
+    assert os.path.isfile(os.path.join(source.path, "model.onnx"))
+
+
+class NearestRuntime:
+    """A stand-in runtime: nearest-neighbour x2 that records each call's input shape."""
+
+    path, format, scale, max_input_pixels = "nearest", "test", 2, None
+
+    def __init__(self):
+        self.calls = []
+
+    def upscale_batch(self, images):
+        self.calls.append(images.shape[1:3])
+        return np.stack([imaging.upscale_nearest(image, 2) for image in images])
+
+
+def test_tiles_follow_the_memory_budget():
+    image = np.random.default_rng(0).integers(0, 256, (700, 900, 3), dtype=np.uint8)
+    in_use = memory.current_rss()
+    sizes = {}
+    for budget_mb in (100, 200, 1000):
+        runtime = NearestRuntime()
+        upscaler = serving.Upscaler(
+            runtime, max_memory=in_use + budget_mb * memory.MIB, bytes_per_pixel=10_000
+        )
+        np.testing.assert_array_equal(upscaler(image), imaging.upscale_nearest(image, 2))
+        sizes[budget_mb] = max(h * w for h, w in runtime.calls)
+        # Output (900*700*4*3 = 7.2 MiB) and tile (<= budget) together stay within the budget.
+        assert sizes[budget_mb] * 10_000 <= budget_mb * memory.MIB
+    assert sizes[100] < sizes[200] <= sizes[1000] <= serving.upscaler.MAX_AUTO_TILE**2
+
+
+def test_images_that_fit_one_tile_take_one_call():
+    runtime = NearestRuntime()
+    upscaler = serving.Upscaler(runtime, bytes_per_pixel=10_000)
+    upscaler(np.zeros((100, 120, 3), np.uint8))
+    assert runtime.calls == [(100, 120)]
+    # Just over one tile: two balanced tiles, not a full tile and a sliver of overlap.
+    runtime.calls.clear()
+    upscaler(np.zeros((100, 300, 3), np.uint8))
+    assert runtime.calls == [(100, 182), (100, 182)]
+
+
+def test_memory_sizes_parse_and_bad_ones_are_named():
+    assert memory.parse_memory("2G") == 2 * 1024**3
+    assert memory.parse_memory("1500M") == 1500 * 1024**2
+    assert memory.parse_memory("800MiB") == 800 * 1024**2
+    assert memory.parse_memory("1.5gb") == int(1.5 * 1024**3)
+    for bad in ("lots", "-1G", "0"):
+        with pytest.raises(ValueError, match="memory size"):
+            memory.parse_memory(bad)
+    assert tiling.balanced_tile(300, 256, 16) == 182
+    assert tiling.balanced_tile(200, 256, 16) == 200
+
+
+def test_dlss_upscale_runs_an_onnx_export_without_tensorflow(training_dir, photo, tmp_path):
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    onnx_file = os.path.join(training_dir, "export", "9", "model.onnx")
+    result = run_without_tensorflow(
+        "upscale",
+        "upscale",
+        f"--model={onnx_file}",
+        f"--input={tmp_path / 'photo.png'}",
+        f"--output={tmp_path / 'out'}",
+        "--max_memory=1G",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with Image.open(tmp_path / "out" / "photo.png") as written:
+        assert written.size == (100, 80)
+    reference = serving.load_upscaler(onnx_file)(photo)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "photo.png")), reference)
+
+
+def test_the_starter_model_runs_by_name_without_tensorflow(photo, tmp_path):
+    Image.fromarray(photo[:24, :32]).save(tmp_path / "small.png")
+    result = run_without_tensorflow(
+        "upscale",
+        "upscale",
+        "--model=realworld_x4_cpu",
+        f"--input={tmp_path / 'small.png'}",
+        f"--output={tmp_path / 'out'}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with Image.open(tmp_path / "out" / "small.png") as written:
+        assert written.size == (128, 96)
+    # What the SavedModel says, within one grey level: the shipped ONNX is the same network.
+    savedmodel = serving.load_upscaler(serving.locate("realworld_x4_cpu").path)
+    difference = np.abs(
+        np.asarray(Image.open(tmp_path / "out" / "small.png")).astype(int)
+        - savedmodel(photo[:24, :32])
+    )
+    assert difference.max() <= 1
+
+
+def test_a_wrong_model_fails_in_one_line_before_tensorflow(tmp_path):
+    for module, tool, extra in (
+        ("upscale", "upscale", [f"--input={tmp_path}", f"--output={tmp_path / 'o'}"]),
+        ("evaluate", "eval", [f"--data={tmp_path}", f"--output_dir={tmp_path / 'e'}"]),
+    ):
+        result = run_without_tensorflow(module, tool, "--model=no/such/model", *extra)
+        assert result.returncode == 1, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"dlss-{tool}: error: model "), lines
+        assert "realworld_x4_cpu" in lines[0]
+
+
+def test_export_converts_a_starter_model_and_refuses_an_onnx_file(tmp_path, photo):
+    result = run_cli(
+        "export", "--model=realworld_x4_cpu", f"--export_dir={tmp_path}", "--format=onnx"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    converted = serving.load_upscaler(str(tmp_path / "1" / "model.onnx"))
+    starter = serving.load_upscaler(serving.locate("realworld_x4_cpu").path)
+    small = photo[:24, :32]
+    assert np.abs(converted(small).astype(int) - starter(small)).max() <= 1
+
+    refused = run_cli(
+        "export", f"--model={tmp_path / '1' / 'model.onnx'}", f"--export_dir={tmp_path / 'x'}"
+    )
+    assert refused.returncode == 1
+    assert "is an end point" in refused.stderr and "Traceback" not in refused.stderr
+    assert not os.path.exists(tmp_path / "x")
+
+
+def test_upscale_prints_no_tensorflow_banner(training_dir, photo, tmp_path):
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    # As a user runs it: no TF_CPP_MIN_LOG_LEVEL of our own in the environment.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dlss_dist.cli.upscale",
+            f"--model={training_dir}",
+            f"--input={tmp_path / 'photo.png'}",
+            f"--output={tmp_path / 'out'}",
+        ],
+        env={**env, "PYTHONPATH": REPO},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for banner in ("oneDNN", "absl::InitializeLog", "cpu_feature_guard", "port.cc"):
+        assert banner not in result.stderr, result.stderr
