@@ -4,7 +4,9 @@ Every other test imports the editable install inside the repository, where files
 the package (a top-level config folder, say) are reachable by accident. Here the wheel is
 built, installed non-editable into a fresh environment whose only view of the development
 environment is its third-party packages, and the whole flow runs from a working directory
-outside the repository: preprocess -> train (a config by bare name) -> export -> upscale.
+outside the repository: preprocess -> train (a config by bare name) -> export -> upscale, and
+the starter model by name. A second environment has every third-party package but TensorFlow
+(the inference-only install, ``pip install 'dlss_dist[onnx]'``) and upscales with ONNX.
 """
 
 from __future__ import annotations
@@ -31,10 +33,23 @@ def _run(command, *, cwd, env, timeout=600):
     return result
 
 
+def _dependencies(root: Path, tensorflow: bool) -> str:
+    """Our site-packages, or a view of it without TensorFlow (links to everything else)."""
+    site = sysconfig.get_path("purelib")
+    if tensorflow:
+        return site
+    view = root / "site_without_tensorflow"
+    view.mkdir()
+    for name in os.listdir(site):
+        if not name.startswith(("tensorflow", "tf_keras", "_distutils_hack", "__editable__")):
+            (view / name).symlink_to(os.path.join(site, name))
+    return str(view)
+
+
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> dict:
-    """A venv holding only the installed wheel; third-party packages come from ours."""
-    root = tmp_path_factory.mktemp("installed")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel, built from a copy of what it is made of."""
+    root = tmp_path_factory.mktemp("wheel")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     # Built from a copy of what the wheel is made of: setuptools writes build/ and
     # *.egg-info/ beside the sources, which must not land in the checkout.
@@ -54,6 +69,12 @@ def installed(tmp_path_factory) -> dict:
         env=env,
     )
     (wheel,) = wheels.glob("dlss_dist-*.whl")
+    return wheel
+
+
+def _install(root: Path, wheel: Path, *, tensorflow: bool) -> dict:
+    """A venv holding only the installed wheel; third-party packages come from ours."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     venv = root / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=root, env=env)
     python = venv / "bin" / "python"
@@ -65,7 +86,7 @@ def installed(tmp_path_factory) -> dict:
             text=True,
         ).strip()
     )
-    (target_site / "dev_dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    (target_site / "dev_dependencies.pth").write_text(_dependencies(root, tensorflow) + "\n")
     _run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet"]
         + ["--no-deps", "--no-index", str(wheel)],
@@ -77,6 +98,16 @@ def installed(tmp_path_factory) -> dict:
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env['PATH']}"
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     return {"bin": venv / "bin", "python": python, "work": work, "env": env, "site": target_site}
+
+
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory) -> dict:
+    return _install(tmp_path_factory.mktemp("installed"), wheel, tensorflow=True)
+
+
+@pytest.fixture(scope="module")
+def installed_without_tensorflow(wheel, tmp_path_factory) -> dict:
+    return _install(tmp_path_factory.mktemp("inference_only"), wheel, tensorflow=False)
 
 
 def test_the_checkout_is_not_importable(installed):
@@ -120,3 +151,48 @@ def test_preprocess_train_export_upscale_from_the_wheel(installed, sample_photos
     inputs = {p.stem for p in Path(sample_photos).iterdir() if p.is_file()}
     outputs = {p.stem for p in (work / "upscaled").glob("*.png")}
     assert outputs == inputs and inputs
+
+
+def test_the_starter_model_loads_by_name_from_the_wheel(installed, sample_photos):
+    work, env, bin_dir = installed["work"], installed["env"], installed["bin"]
+    photo = sorted(p for p in Path(sample_photos).iterdir() if p.is_file())[0]
+    _run(
+        [str(bin_dir / "dlss-upscale"), "--model=realworld_x4_cpu", f"--input={photo}"]
+        + ["--output=starter_out"],
+        cwd=work,
+        env=env,
+    )
+    assert (work / "starter_out" / f"{photo.stem}.png").is_file()
+    unknown = subprocess.run(
+        [str(bin_dir / "dlss-upscale"), "--model=realworld_x9", f"--input={photo}", "--output=o"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert unknown.returncode == 1
+    assert "starter models: realworld_x4_cpu" in unknown.stderr
+
+
+def test_the_inference_only_install_upscales_with_onnx(installed_without_tensorflow, sample_photos):
+    installed = installed_without_tensorflow
+    work, env, bin_dir = installed["work"], installed["env"], installed["bin"]
+    missing = subprocess.run(
+        [str(installed["python"]), "-c", "import tensorflow"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode != 0  # really no TensorFlow here
+    photo = sorted(p for p in Path(sample_photos).iterdir() if p.is_file())[0]
+    onnx_file = installed["site"] / "dlss_dist" / "starter_models" / "realworld_x4_cpu"
+    for i, model in enumerate(("realworld_x4_cpu", str(onnx_file / "model.onnx"))):
+        _run(
+            [str(bin_dir / "dlss-upscale"), f"--model={model}", f"--input={photo}"]
+            + [f"--output=onnx_out_{i}"],
+            cwd=work,
+            env=env,
+        )
+        assert (work / f"onnx_out_{i}" / f"{photo.stem}.png").is_file()

@@ -66,7 +66,7 @@ def export_onnx(
         import tf2onnx
     except ImportError as error:
         raise ImportError(
-            f"ONNX export needs tf2onnx and onnx: pip install 'dlss_dist[onnx]' ({error})"
+            f"ONNX export needs tf2onnx and onnx: pip install 'dlss_dist[export]' ({error})"
         ) from error
     if layout not in ONNX_LAYOUTS:
         raise ValueError(f"layout must be one of {ONNX_LAYOUTS}, got {layout!r}")
