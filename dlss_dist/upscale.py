@@ -10,7 +10,6 @@ and local files, upscaling runs without it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 from collections.abc import Sequence
@@ -66,7 +65,7 @@ def list_inputs(paths: Sequence[str]) -> tuple[list[str], list[dict]]:
             continue
         if fs.isdir(path):
             names, unnamed = [], 0
-            for n in fs.listdir(path):
+            for n in fs.list_dir(path):
                 if not (imaging.is_image_name(n) or video.is_video(n)) or n.startswith("."):
                     continue
                 if _is_utf8(n):
@@ -159,8 +158,7 @@ def check_outputs(
 
 
 def _write_png(image: np.ndarray, path: str) -> None:
-    with fs.open_file(path, "wb") as f:
-        f.write(imaging.encode_png(image))
+    fs.atomic_write(path, imaging.encode_png(image))
 
 
 def upscale_files(
@@ -256,8 +254,7 @@ def upscale_files(
                 run(image, os.path.join(output_dir, name), file)
 
     if failures:
-        with fs.open_file(os.path.join(output_dir, FAILURES_FILE), "w") as f:
-            f.write(json.dumps(failures, indent=2) + "\n")
+        fs.atomic_write_json(os.path.join(output_dir, FAILURES_FILE), failures)
     if gif and outputs:
         result.gif = gif
         result.gif_frames = pictures.write_gif(outputs, gif, fps=gif_fps)

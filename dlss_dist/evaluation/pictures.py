@@ -142,8 +142,7 @@ def write_gif(frames: Iterable[np.ndarray | str], path: str, *, fps: float = 10.
     images = []
     for frame in frames:
         if isinstance(frame, str):
-            with files.open_file(frame, "rb") as f:
-                image = Image.open(io.BytesIO(f.read())).convert("RGB")
+            image = Image.open(io.BytesIO(files.read_bytes(frame))).convert("RGB")
         else:
             image = Image.fromarray(np.asarray(frame, np.uint8))
         images.append(image)
@@ -160,7 +159,6 @@ def write_gif(frames: Iterable[np.ndarray | str], path: str, *, fps: float = 10.
         duration=max(1, round(1000 / fps)),
         loop=0,
     )
-    with files.open_file(path, "wb") as f:
-        f.write(buffer.getvalue())
+    files.atomic_write(path, buffer.getvalue())
     with Image.open(io.BytesIO(buffer.getvalue())) as written:
         return written.n_frames
