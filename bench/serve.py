@@ -261,9 +261,11 @@ def _other_runtimes(generator, version_dir: str) -> dict:
     if "onnx" in paths:
         from dlss_dist.serving.onnx_file import OnnxRuntime
 
+        # As dlss_dist runs it (worker threads do not spin), ONNX Runtime's own default
+        # (they spin while waiting: on a shared, loaded machine that competes with the work),
+        # and one thread.
         variants["onnxruntime"] = OnnxRuntime(paths["onnx"]).upscale_batch
-        # ONNX Runtime's worker threads spin while waiting; on a shared, loaded machine one
-        # thread can beat two, so both are timed.
+        variants["onnxruntime_spinning"] = OnnxRuntime(paths["onnx"], spinning=True).upscale_batch
         variants["onnxruntime_1_thread"] = OnnxRuntime(paths["onnx"], threads=1).upscale_batch
     if "tflite_float32" in paths:
         from dlss_dist.serving.tflite_file import TFLiteRuntime

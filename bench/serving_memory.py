@@ -1,4 +1,16 @@
-r"""Peak memory of the `serving_default` signature on image bombs, one process per case.
+r"""Peak memory: the `Upscaler` across input sizes (--part=sizes), and the `serving_default`
+signature on image bombs (--part=bombs, the default), one process per case.
+
+Sizes: a starter model (default realworld_x4_cpu) upscales a photograph of 0.3, 1, 4 and 16
+megapixels in a fresh process each, through `dlss_dist.serving.load_upscaler` with the default
+memory budget (tiles chosen automatically) and, for the sizes in --untiled_sizes, in one untiled
+call (the old default below the export's 4 MP limit). Each row: peak resident memory of the
+process (VmHWM; it includes the input, the output array and the loaded runtime) and seconds:
+
+  nice -n 10 .venv/bin/python bench/serving_memory.py --part=sizes --sizes=0.3,1,4 \
+      --untiled_sizes=0.3 --formats=savedmodel,onnx --out=bench/results/upscaler_memory.json
+
+Bombs:
 
 Exports a small generator with whatever `dlss_dist` is importable, then, for each input, starts
 a fresh process that loads the SavedModel, warms up on a 16x16 PNG, sends the input and
@@ -49,10 +61,103 @@ CHILD = textwrap.dedent(
 )
 
 
+SIZES_CHILD = textwrap.dedent(
+    """
+    import json, sys, time
+    import numpy as np
+    from skimage import data
+    from dlss_dist import serving
+    from dlss_dist.serving import memory
+    model, megapixels, mode, max_memory = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
+    upscaler = serving.load_upscaler(model, max_memory=max_memory)
+    if upscaler.format == "savedmodel" and mode == "untiled":
+        upscaler.runtime.max_input_pixels = None  # the old default: one call up to the limit
+    photo = data.astronaut()
+    side = int((megapixels * 1e6) ** 0.5)
+    reps = -(-side // photo.shape[0])
+    image = np.ascontiguousarray(np.tile(photo, (reps, reps, 1))[:side, :side])
+    loaded = memory.peak_rss()
+    started = time.perf_counter()
+    if mode == "untiled":
+        out = upscaler.upscale_batch(image[None])[0]
+        tile = side
+    else:
+        out = upscaler(image)
+        tile = max(upscaler.auto_tile(side, side, serving.DEFAULT_TILE_OVERLAP))
+    seconds = time.perf_counter() - started
+    print(json.dumps({"format": upscaler.format, "mode": mode, "megapixels": megapixels,
+                      "input": f"{side}x{side}", "output": f"{out.shape[1]}x{out.shape[0]}",
+                      "tile": tile, "loaded_mb": round(loaded / 2**20),
+                      "peak_mb": round(memory.peak_rss() / 2**20), "seconds": round(seconds, 1),
+                      "max_memory_mb": round(upscaler.max_memory / 2**20)}))
+    """
+)
+
+
+def sizes(args) -> dict:
+    """The Upscaler across input sizes: one fresh process per (format, size, mode)."""
+    from dlss_dist import serving
+
+    source = serving.locate(args.model)
+    paths = {"savedmodel": source.path, "onnx": os.path.join(source.path, "model.onnx")}
+    rows = []
+    for fmt in args.formats.split(","):
+        for megapixels in [float(m) for m in args.sizes.split(",")]:
+            untiled = [float(m) for m in args.untiled_sizes.split(",") if m]
+            modes = ["auto"] + (["untiled"] if megapixels in untiled else [])
+            for mode in modes:
+                child = subprocess.run(
+                    [sys.executable, "-c", SIZES_CHILD, paths[fmt], str(megapixels), mode]
+                    + [args.max_memory],
+                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                if child.returncode:
+                    row = {"format": fmt, "megapixels": megapixels, "mode": mode}
+                    row["error"] = child.stderr.strip().splitlines()[-1][:200]
+                else:
+                    row = json.loads(child.stdout.strip().splitlines()[-1])
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return {"model": args.model, "max_memory": args.max_memory, "rows": rows}
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        "| format | input (MP) | mode | tile | peak RSS (MB) | after load (MB) | seconds |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        if "error" in r:
+            lines.append(
+                f"| {r['format']} | {r['megapixels']} | {r['mode']} | failed: {r['error']} |"
+            )
+            continue
+        lines.append(
+            f"| {r['format']} | {r['megapixels']} ({r['input']}) | {r['mode']} | {r['tile']} | "
+            f"{r['peak_mb']} | {r['loaded_mb']} | {r['seconds']} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="JSON file to write")
+    parser.add_argument("--part", choices=["bombs", "sizes"], default="bombs")
+    parser.add_argument("--model", default="realworld_x4_cpu", help="sizes: the model")
+    parser.add_argument("--sizes", default="0.3,1,4,16", help="sizes: megapixels")
+    parser.add_argument("--untiled_sizes", default="0.3", help="sizes: also run these untiled")
+    parser.add_argument("--formats", default="savedmodel,onnx", help="sizes: savedmodel, onnx")
+    parser.add_argument("--max_memory", default="2G", help="sizes: the Upscaler's budget")
     args = parser.parse_args()
+    if args.part == "sizes":
+        result = sizes(args)
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+        print(markdown(result))
+        return
 
     from dlss_dist import export
     from dlss_dist.models.generators import srresnet_generator

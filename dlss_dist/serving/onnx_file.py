@@ -28,15 +28,23 @@ def _import_onnxruntime():
     return onnxruntime
 
 
-def session_options(threads: int = 0):
+def session_options(threads: int = 0, *, spinning: bool = False):
     """ONNX Runtime session options for these convolutional generators on a CPU.
 
-    ``threads``: intra-op threads, 0 for ONNX Runtime's default (one per core).
+    Args:
+      threads: intra-op threads, 0 for ONNX Runtime's default (one per core).
+      spinning: let idle worker threads busy-wait for the next op. ONNX Runtime does by
+        default; off, a call took 0.75-0.86x the time on a shared 2-core machine (the
+        spinning threads compete with the ones doing the work; BENCHMARKS.md).
     """
     onnxruntime = _import_onnxruntime()
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
+    # All graph optimisations, including the NCHWc conv layout (the default; BASIC was
+    # 1.3x slower here).
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
@@ -53,13 +61,20 @@ class OnnxRuntime:
     format = "onnx"
     max_input_pixels = None  # ONNX has no in-graph limit: the Upscaler's tiles bound memory
 
-    def __init__(self, path: str, *, providers: list[str] | None = None, threads: int = 0):
+    def __init__(
+        self,
+        path: str,
+        *,
+        providers: list[str] | None = None,
+        threads: int = 0,
+        spinning: bool = False,
+    ):
         onnxruntime = _import_onnxruntime()
         self.path = path
         try:
             self._session = onnxruntime.InferenceSession(
                 files.read_bytes(path),
-                session_options(threads),
+                session_options(threads, spinning=spinning),
                 providers=providers or ["CPUExecutionProvider"],
             )
         except Exception as error:  # onnxruntime's own exception types are not public API

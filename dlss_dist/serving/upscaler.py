@@ -7,11 +7,12 @@ every exported graph (`dlss_dist.data.pipeline.to_float` / `to_uint8`, traced on
 what every runtime shares: input checks, the pixel limit, and tiling.
 
 Tiling by a memory budget: ``max_memory`` is the peak resident memory (RSS) the process should
-stay under. Before the first image that needs a decision, the upscaler measures what one call
-costs per input pixel on this runtime (a 128x128 probe, the kernel's peak-RSS counter reset
-before it; a conservative estimate where /proc is missing), then each image is upscaled in
-tiles no larger than what ``max_memory`` minus the current RSS minus the output array allows,
-and never larger than `MAX_AUTO_TILE` (bigger tiles were slower per pixel on CPU).
+stay under. Each image is upscaled in tiles no larger than what ``max_memory`` minus the
+current RSS minus the output array allows, and never larger than `MAX_AUTO_TILE` (bigger tiles
+were slower per pixel on CPU). The cost per input pixel is first taken from a conservative
+estimate (`FALLBACK_BYTES_PER_OUTPUT_PIXEL` x scale^2); only when that does not fit is it
+measured, once: a 128x128 probe call with the kernel's peak-RSS counter reset before it
+(Linux; elsewhere the estimate stays).
 """
 
 from __future__ import annotations
@@ -159,8 +160,12 @@ class Upscaler:
             self._bytes_per_pixel = self._measure_bytes_per_pixel()
         return self._bytes_per_pixel
 
+    def fallback_bytes_per_pixel(self) -> float:
+        """The conservative estimate used where nothing is measured."""
+        return float(FALLBACK_BYTES_PER_OUTPUT_PIXEL * self.scale**2)
+
     def _measure_bytes_per_pixel(self) -> float:
-        fallback = FALLBACK_BYTES_PER_OUTPUT_PIXEL * self.scale**2
+        fallback = self.fallback_bytes_per_pixel()
         side = PROBE_SIZE
         if self.max_input_pixels is not None:
             side = min(side, math.isqrt(self.max_input_pixels))
@@ -191,13 +196,17 @@ class Upscaler:
         largest = MAX_AUTO_TILE
         if self.max_input_pixels is not None:
             largest = min(largest, math.isqrt(self.max_input_pixels))
-        if height <= largest and width <= largest and height * width <= PROBE_SIZE**2:
-            return height, width  # small: one call, nothing worth measuring
         output_bytes = height * width * self.scale**2 * 3
         rss = memory.current_rss() or 0
-        available = self.max_memory - rss - output_bytes
-        per_pixel = self.bytes_per_pixel()
-        fits = math.isqrt(int(max(available, 0) / per_pixel))
+        available = max(self.max_memory - rss - output_bytes, 0)
+        wanted = min(height, largest) * min(width, largest)
+        # The conservative estimate first: when even it fits, nothing needs measuring.
+        per_pixel = self._bytes_per_pixel or self.fallback_bytes_per_pixel()
+        if per_pixel * wanted > available and self._bytes_per_pixel is None:
+            per_pixel = self.bytes_per_pixel()
+            rss = memory.current_rss() or 0  # the probe may have grown the runtime's pools
+            available = max(self.max_memory - rss - output_bytes, 0)
+        fits = math.isqrt(int(available / per_pixel))
         minimum = max(tiling.MIN_TILE, 4 * overlap)
         if fits < minimum:
             logging.warning(
