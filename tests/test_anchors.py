@@ -1,5 +1,6 @@
 """bench/anchors.py: tiling with reflect-padded context (fake networks, no ncnn), the folder
-run and its timings, and the real ncnn anchors on a tiny image when the extra is installed."""
+run and its timings, and the real ncnn anchors on a tiny image when the extra is installed;
+bench/compare_grid.py and pictures.labelled_grid: crops chosen where the detail is, at 1:1."""
 
 import importlib.util
 import json
@@ -11,13 +12,20 @@ import pytest
 from conftest import photo_crops, save_image
 
 from dlss_dist import imaging
+from dlss_dist.evaluation import pictures
 
-_SPEC = importlib.util.spec_from_file_location(
-    "bench_anchors", os.path.join(os.path.dirname(__file__), "..", "bench", "anchors.py")
-)
-anchors = importlib.util.module_from_spec(_SPEC)
-sys.modules[_SPEC.name] = anchors  # dataclasses look their module up
-_SPEC.loader.exec_module(anchors)
+
+def _bench_module(name):
+    path = os.path.join(os.path.dirname(__file__), "..", "bench", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+anchors = _bench_module("anchors")
+compare_grid = _bench_module("compare_grid")
 
 
 def _nearest_net(chw):
@@ -89,3 +97,49 @@ def test_real_anchor_upscales_a_tiny_photo(name):
     np.testing.assert_allclose(sr.mean(axis=(0, 1)), hr.mean(axis=(0, 1)), atol=8)
     mse = np.mean((sr.astype(np.float64) - hr) ** 2)
     assert 10 * np.log10(255**2 / mse) > 18
+
+
+def test_labelled_grid_places_cells_at_1_to_1_under_readable_labels():
+    cells = [[np.full((20, 30, 3), 10 * (3 * r + c), np.uint8) for c in range(3)] for r in range(2)]
+    grid = pictures.labelled_grid(
+        cells, column_labels=["a", "b", "c"], row_labels=["one", "two"], font_size=16, gap=4
+    )
+    line = round(16 * 1.35)
+    assert grid.shape == (line + 2 * (line + 20 + 4) + 4, 3 * 30 + 4 * 4, 3)
+    top = line + line + 4  # header, the first row's label, gap
+    np.testing.assert_array_equal(grid[top : top + 20, 4 + 34 : 4 + 34 + 30], cells[0][1])
+    assert grid[:line, 4:34].min() < 128  # the label "a" is drawn
+    wrapped = pictures.labelled_grid(cells, column_labels=["a b c d e f g", "b", "c"], font_size=16)
+    assert wrapped.shape[0] > 2 * line + 2 * (20 + 6) + 6  # a long label takes several lines
+    with pytest.raises(ValueError, match="one size"):
+        pictures.labelled_grid(
+            [[cells[0][0], np.zeros((5, 5, 3), np.uint8), cells[0][2]]], column_labels="abc"
+        )
+
+
+def test_crops_are_chosen_where_the_detail_is():
+    rng = np.random.default_rng(0)
+    hr = np.full((64, 96, 3), 128, np.uint8)
+    hr[16:48, 60:92] = rng.integers(0, 256, (32, 32, 3))  # texture on the right only
+    flat = np.full((64, 64, 3), 128, np.uint8)
+    crops = compare_grid.choose_crops({"flat": flat, "busy": hr}, 32, 2, 4)
+    assert crops[0][0] == "busy" and crops[0][1] >= 48 and crops[0][1] % 4 == 0
+    assert [c[0] for c in crops] == ["busy", "flat"]
+
+
+def test_build_grid_columns_lr_bicubic_each_sr_and_hr(tmp_path):
+    hr = photo_crops(1, 66, 83, seed=8)[0]  # not a multiple of 4: cropped like dlss-eval
+    save_image(tmp_path / "hr" / "k.jpg", hr, quality=95)
+    hr = imaging.read_image(str(tmp_path / "hr" / "k.jpg"))[:64, :80]
+    lr = imaging.degrade_bicubic(hr, 4)
+    save_image(tmp_path / "lr" / "k.png", lr)
+    save_image(tmp_path / "sr" / "k.png", imaging.upscale_nearest(lr, 4))
+    grid = compare_grid.build_grid(
+        str(tmp_path / "hr"), str(tmp_path / "lr"), [("mine", str(tmp_path / "sr"))],
+        crop=32, crops=[("k", 8, 16)], font_size=10,
+    )  # fmt: skip
+    assert grid.shape[1] == 4 * 32 + 5 * 6  # LR, bicubic, mine, HR
+    with pytest.raises(ValueError, match="multiples of 4"):
+        compare_grid.build_grid(
+            str(tmp_path / "hr"), str(tmp_path / "lr"), [], crop=32, crops=[("k", 2, 0)]
+        )

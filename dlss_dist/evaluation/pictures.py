@@ -11,7 +11,7 @@ import io
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from dlss_dist import files
 
@@ -83,6 +83,92 @@ def super_resolution_grid(
             ("HR (reference)", hr),
         ]
     )
+
+
+def labelled_grid(
+    rows: Sequence[Sequence[np.ndarray]],
+    *,
+    column_labels: Sequence[str],
+    row_labels: Sequence[str] | None = None,
+    font_size: int = 22,
+    gap: int = 6,
+    background: int = 255,
+) -> np.ndarray:
+    """A table of equally sized images shown at 1:1: a header of column labels, then per row
+    an optional label line above its images. Labels use a scalable font (Pillow's bundled
+    one), so they stay readable when a large grid is viewed whole.
+
+    Args:
+      rows: per row, one HxWx3 uint8 image per column (all the same size).
+      column_labels: one per column, drawn above the first row, wrapped at spaces to the
+        column's width.
+      row_labels: one per row (e.g. the image's name and crop position), or None.
+      font_size: label height in pixels.
+      gap: pixels between cells.
+      background: grey level of the gaps and label strips.
+
+    Returns:
+      A uint8 RGB image.
+    """
+    if not rows or not rows[0]:
+        raise ValueError("labelled_grid needs at least one row of images")
+    columns = len(column_labels)
+    if any(len(row) != columns for row in rows):
+        raise ValueError(f"every row needs {columns} images, one per column label")
+    if row_labels is not None and len(row_labels) != len(rows):
+        raise ValueError(f"{len(rows)} rows but {len(row_labels)} row labels")
+    shapes = {image.shape for row in rows for image in row}
+    if len(shapes) != 1:
+        raise ValueError(f"images must have one size, got {sorted(shapes)}")
+    height, width, _ = rows[0][0].shape
+    font = ImageFont.load_default(size=font_size)
+    line = round(font_size * 1.35)
+    headers = [_wrap(label, font, width - 4) for label in column_labels]
+    header = line * max(len(lines) for lines in headers)
+    row_label = line if row_labels is not None else 0
+    canvas = Image.new(
+        "RGB",
+        (
+            columns * width + (columns + 1) * gap,
+            header + len(rows) * (row_label + height + gap) + gap,
+        ),
+        (background,) * 3,
+    )
+
+    def text(x: int, y: int, lines: list[str], clip_width: int) -> None:
+        strip = Image.new("RGB", (clip_width, line * len(lines)), (background,) * 3)
+        for i, words in enumerate(lines):
+            ImageDraw.Draw(strip).text((2, 1 + i * line), words, fill=(0, 0, 0), font=font)
+        canvas.paste(strip, (x, y))
+
+    for c, lines in enumerate(headers):
+        text(gap + c * (width + gap), 0, lines, width)
+    y = header
+    for r, row in enumerate(rows):
+        if row_labels is not None:
+            text(gap, y + gap, [row_labels[r]], canvas.width - 2 * gap)
+        y += row_label + gap
+        for c, image in enumerate(row):
+            canvas.paste(Image.fromarray(np.asarray(image, np.uint8)), (gap + c * (width + gap), y))
+        y += height
+    return np.asarray(canvas)
+
+
+def _wrap(label: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]:
+    """Splits a label into lines no wider than `width` at spaces (and at "\n"); a single
+    word wider than that stays whole and is clipped."""
+    lines = []
+    for paragraph in label.split("\n"):
+        current = ""
+        for word in paragraph.split(" "):
+            candidate = f"{current} {word}".strip()
+            if current and font.getlength(candidate) > width:
+                lines.append(current)
+                current = word
+            else:
+                current = candidate
+        lines.append(current)
+    return lines
 
 
 def stack_rows(rows: Sequence[np.ndarray], *, background: int = 0) -> np.ndarray:
