@@ -275,6 +275,8 @@ def run_folder(
     }
     for name in anchors:
         run = make_runner(ANCHORS[name], threads=threads)
+        # One untimed call first: ncnn sets up its per-layer buffers on the first inference.
+        upscale_tiled(np.zeros((16, 16, 3), np.uint8), run, tile=tile, pad=pad)
         folder = os.path.join(output_dir, name)
         os.makedirs(folder, exist_ok=True)
         seconds = 0.0
