@@ -402,3 +402,15 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path, sample_photos, monkeypatch, ca
     assert err.strip().splitlines()[-1] == "dlss-preprocess: error: interrupted", err
     assert "RuntimeError" not in err and "Traceback" not in err, err
     assert os.listdir(out) == []  # no staging folder, no lock
+
+
+def test_huge_split_ratios_keep_their_shares(sample_photos, make_dataset):
+    # Issue 19 case 13: 1e308,1e308,1e308 overflowed the sum and sent everything to test.
+    keys = [f"photo_{index:03d}.png" for index in range(300)]
+    huge = [sources.split_for_key(key, (1e308, 1e308, 1e308)) for key in keys]
+    assert huge == [sources.split_for_key(key, (1.0, 1.0, 1.0)) for key in keys]
+    assert {name: huge.count(name) for name in set(huge)}.keys() == {"train", "validation", "test"}
+    out = make_dataset("--split_ratios=1e308,1e308,1e308", input_dir=sample_photos)
+    with open(os.path.join(out, schema.MANIFEST_FILE)) as f:
+        splits = json.load(f)["splits"]
+    assert splits["train"]["written"] > 0, splits

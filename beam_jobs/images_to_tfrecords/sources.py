@@ -13,6 +13,7 @@ input rejected with its own reason instead of an abort, a hang or silence.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import posixpath
 import stat
@@ -70,6 +71,10 @@ def split_for_key(key: str, split_ratios: tuple[float, float, float]) -> str:
     ``split_ratios`` need not be normalised; a zero ratio means the split gets nothing.
     """
     total = sum(split_ratios)
+    if not math.isfinite(total):  # e.g. 1e308,1e308,1e308: the same shares, scaled down
+        largest = max(split_ratios)
+        split_ratios = tuple(ratio / largest for ratio in split_ratios)
+        total = sum(split_ratios)
     point = stable_fraction(key, "split") * total
     cumulative = 0.0
     for name, ratio in zip(SPLIT_NAMES, split_ratios, strict=True):
