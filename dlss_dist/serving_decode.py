@@ -226,13 +226,18 @@ def decode_bounded(data: tf.Tensor, *, what: tf.Tensor, max_pixels: int) -> tf.T
         fmt = tf.identity(fmt)
 
     minus_one = tf.constant(-1, tf.int64)
+    truncated = message(" is truncated: its end-of-image marker (PNG IEND, JPEG EOI) is missing")
 
     def png():
         ok, h, w = _png_size(padded)
         return ok, h, w, data, minus_one, minus_one
 
     def jpeg():
-        shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
+        # A JPEG cut inside its header would fail in extract_jpeg_shape ("Invalid JPEG data,
+        # size N") without the image's index: look for its end-of-image marker first.
+        whole = tf.debugging.Assert(_contains(data, b"\xff\xd9"), [truncated])
+        with tf.control_dependencies([whole]):
+            shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
         return tf.constant(True), shape[0], shape[1], data, minus_one, minus_one
 
     def gif():
@@ -262,17 +267,19 @@ def decode_bounded(data: tf.Tensor, *, what: tf.Tensor, max_pixels: int) -> tf.T
     )
     no_size = message(" has a malformed header: its size could not be read")
     empty = message(" is {}x{}: an image needs at least one pixel", height, width)
-    # The first GIF frame is checked too: the decoder allocates its own size as well.
-    pixels = tf.maximum(height * width, frame_h * frame_w)
+    # The first GIF frame is checked too: the decoder allocates its own size as well. The
+    # message names the larger of the two (a 16x16 screen may hold a 30000x30000 frame).
+    frame_is_larger = frame_h * frame_w > height * width
     over = message(
         " is {}x{} = {} pixels, over this export's limit of "
         + str(max_pixels)
         + " input pixels (max_input_pixels, set at export time): upscale it in tiles "
         "(dlss-upscale --tile=N) or export again with a larger limit",
-        height,
-        width,
-        pixels,
+        tf.where(frame_is_larger, frame_h, height),
+        tf.where(frame_is_larger, frame_w, width),
+        tf.maximum(height * width, frame_h * frame_w),
     )
+    pixels = tf.maximum(height * width, frame_h * frame_w)
     # A cut-off upload is the commonest broken image; TensorFlow's decoder would reject it
     # without saying which image it was, so look for the end marker first.
     complete = tf.cond(
@@ -282,7 +289,6 @@ def decode_bounded(data: tf.Tensor, *, what: tf.Tensor, max_pixels: int) -> tf.T
             tf.equal(fmt, JPEG), lambda: _contains(data, b"\xff\xd9"), lambda: tf.constant(True)
         ),
     )
-    truncated = message(" is truncated: its end-of-image marker (PNG IEND, JPEG EOI) is missing")
     checks = [
         tf.debugging.Assert(ok, [no_size]),
         tf.debugging.Assert(tf.logical_and(height > 0, width > 0), [empty]),

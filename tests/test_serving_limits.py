@@ -110,6 +110,21 @@ def test_a_truncated_upload_is_named(serving, picture, fmt):
         serve(serving, [data, data[: len(data) // 2]])
 
 
+def test_a_jpeg_cut_inside_its_header_is_named_truncated(serving, picture):
+    # Issue 19 case 20: TensorFlow's "Invalid JPEG data, size 100", with no index.
+    data = encode(picture, "JPEG", quality=95)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[1\] is truncated"):
+        serve(serving, [data, data[:100]])
+
+
+def test_a_gif_frame_larger_than_its_screen_is_named_by_its_own_size(serving):
+    # Issue 19 case 21: "is 16x16 = 900000000 pixels" for a 16x16 screen holding a big frame.
+    data = bytearray(image_bombs.gif_bomb(41, 41, 1))
+    data[6:10] = (16).to_bytes(2, "little") * 2  # logical screen 16x16
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[0\] is 41x41 = 1681 pixels"):
+        serve(serving, [bytes(data)])
+
+
 def test_animated_webp_is_refused(serving, picture):
     buffer = io.BytesIO()
     frames = [Image.fromarray(picture), Image.fromarray(picture[::-1])]
