@@ -80,6 +80,8 @@ class LockHeldError(RuntimeError):
     """Another live run holds the folder's lock; `holder` says who (None: the file is
     unreadable, and `age` is how long ago it was last written)."""
 
+    user_error = True  # the message says what to do: a command-line tool prints one line
+
     def __init__(
         self,
         folder: str,

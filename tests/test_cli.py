@@ -274,3 +274,41 @@ def test_photos_without_the_package_is_one_line(tmp_path):
     assert result.returncode == 1, result.stderr[-3000:]
     assert "make photos" in error_line(result, "dlss-photos")
     assert not (tmp_path / "o").exists()
+
+
+def test_training_stops_raised_outside_dlss_train_are_one_line():
+    # Issue 19 case 16: dlss-demo printed a 50-line traceback for a non-finite loss. The
+    # tool shell treats training's stop errors as user errors for every tool, also when
+    # they come through a gin configurable (which appends "In call to configurable ...").
+    script = textwrap.dedent(
+        """
+        import signal, sys
+        import gin
+        from dlss_dist.cli import run_tool
+        from dlss_dist.training import controller
+
+        @gin.configurable
+        def run_demo():
+            if sys.argv[1:] == ["nan"]:
+                raise controller.NonFiniteLossError("loss is NaN at step 6; lower the rate")
+            raise controller.Preempted(step=4, signum=signal.SIGINT)
+
+        def main(argv):
+            run_demo()
+        run_tool("dlss-x", main, __name__)
+        """
+    )
+    for argument, code, line in [
+        ("nan", 1, "dlss-x: error: loss is NaN at step 6; lower the rate"),
+        ("int", 130, "dlss-x: error: Stopped by SIGINT after saving a checkpoint at step 4."),
+    ]:
+        result = subprocess.run(
+            [sys.executable, "-c", script.replace("sys.argv[1:]", f"[{argument!r}]")],
+            capture_output=True,
+            text=True,
+            env=train_env(),
+            cwd=REPO,
+        )
+        assert result.returncode == code, result.stderr[-2000:]
+        assert error_line(result, "dlss-x") == line, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr and "In call to" not in result.stderr

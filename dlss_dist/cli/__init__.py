@@ -39,7 +39,12 @@ _HELP_FLAGS = ("--help", "-help", "--helpshort", "-helpshort", "-?", "--?")
 
 
 class UserError(Exception):
-    """An error whose message is the whole story for the user (no traceback needed)."""
+    """An error whose message is the whole story for the user (no traceback needed).
+
+    A library exception class that cannot derive from this one (the library must not import
+    cli/) says the same with a class attribute ``user_error = True`` (e.g. training's
+    NonFiniteLossError); an ``exit_code`` attribute then sets the exit status.
+    """
 
 
 def quiet_tensorflow_logs(*, tensorflow: bool = True) -> None:
@@ -65,6 +70,11 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     if tf is not None:
         types.append(tf.errors.OpError)
     return tuple(types)
+
+
+def is_user_error(error: BaseException) -> bool:
+    """Whether `error` is the user's to fix (one line, no traceback) rather than a bug."""
+    return isinstance(error, _user_error_types()) or getattr(type(error), "user_error", False)
 
 
 def one_line(error: BaseException) -> str:
@@ -162,9 +172,11 @@ def run_tool(tool: str, main: Callable[[Sequence[str]], object], module_name: st
         except KeyboardInterrupt:
             _maybe_traceback()
             fail(tool, "interrupted", EXIT_INTERRUPTED)
-        except _user_error_types() as error:
+        except Exception as error:
+            if not is_user_error(error):
+                raise
             _maybe_traceback()
-            fail(tool, one_line(error), EXIT_ERROR)
+            fail(tool, one_line(error), int(getattr(error, "exit_code", EXIT_ERROR)))
         return None
 
     app.run(guarded_main, flags_parser=_flags_parser(tool, module_name))

@@ -18,7 +18,7 @@ import sys
 
 from absl import flags, logging
 
-from dlss_dist.cli import UserError, one_line, quiet_tensorflow_logs, run_tool
+from dlss_dist.cli import one_line, quiet_tensorflow_logs, run_tool
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
@@ -65,9 +65,6 @@ def main(argv):
         if explained is None:
             raise
         raise explained from error
-    except (loop.NonFiniteLossError, loop.LockHeldError, loop.RunLockLostError) as error:
-        # The last good checkpoint is kept; the message says what to do.
-        raise UserError(str(error)) from error
     if metrics:
         logging.info(
             "Training finished: %s", " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))

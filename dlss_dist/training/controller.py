@@ -22,9 +22,13 @@ PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: a restartPolicy=OnFailure pod is res
 class NonFiniteLossError(RuntimeError):
     """Training produced NaN or Inf; the last saved checkpoint is still good."""
 
+    user_error = True  # the message says what to do: a command-line tool prints one line
+
 
 class RunLockLostError(RuntimeError):
     """Another run took this model directory's lock; this one stopped without saving."""
+
+    user_error = True
 
 
 class Preempted(Exception):  # noqa: N818 - a signal, not an error
@@ -33,6 +37,8 @@ class Preempted(Exception):  # noqa: N818 - a signal, not an error
     `exit_code` is 128 + the signal's number (143 for SIGTERM, 130 for SIGINT), what a
     shell reports for a process the signal ended.
     """
+
+    user_error = True  # a tool that does not catch it prints one line and exits exit_code
 
     def __init__(self, step: int, signum: int):
         name = signal.Signals(signum).name
