@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from dlss_dist.models import discriminators, generators
+from dlss_dist.training import trainer as trainer_lib
 from dlss_dist.training.trainer import Trainer
 
 
@@ -154,3 +155,13 @@ def test_trainer_refuses_a_negative_warmup():
 def test_trainer_refuses_an_unknown_loss_before_any_step(setting, message):
     with pytest.raises(ValueError, match=message):
         _plain_trainer(**setting)
+
+
+def test_batch_psnr_of_an_exact_match_is_finite():
+    """A saturated patch whose SR clips to the same white is an exact match: the training
+    PSNR metric must stay finite, or the controller stops the run as if a loss diverged."""
+    hr = tf.ones([2, 8, 8, 3])
+    sr = tf.concat([tf.fill([1, 8, 8, 3], 1.2), tf.fill([1, 8, 8, 3], 0.0)], axis=0)
+    psnr = trainer_lib.batch_psnr(hr, sr).numpy()
+    assert psnr[0] == trainer_lib.MAX_PSNR
+    assert 5.0 < psnr[1] < 7.0  # [0, 1] scale: MSE 0.25 -> 6.02 dB

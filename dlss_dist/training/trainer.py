@@ -29,11 +29,17 @@ METRICS = (
 )
 
 
+# The PSNR of an exact match, e.g. a saturated sky patch whose SR clips to the same white:
+# a finite cap, so the metric never trips the controller's non-finite check.
+MAX_PSNR = 100.0
+
+
 def batch_psnr(hr: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
-    """Per-example PSNR in dB of [-1, 1] images, measured on [0, 1] after clipping."""
+    """Per-example PSNR in dB of [-1, 1] images, measured on [0, 1] after clipping; at most
+    MAX_PSNR."""
     hr01 = (tf.cast(hr, tf.float32) + 1.0) / 2.0
     sr01 = tf.clip_by_value((tf.cast(sr, tf.float32) + 1.0) / 2.0, 0.0, 1.0)
-    return tf.image.psnr(hr01, sr01, max_val=1.0)
+    return tf.minimum(tf.image.psnr(hr01, sr01, max_val=1.0), MAX_PSNR)
 
 
 def build_optimizer(
