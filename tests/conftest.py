@@ -15,6 +15,10 @@ import io
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Tests never read or fill the user's pretrained-weights cache (dlss_dist.pretrained).
+os.environ["DLSS_CACHE_DIR"] = os.path.join(
+    __import__("tempfile").mkdtemp(prefix="dlss-test-cache-"), "pretrained"
+)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -219,3 +223,78 @@ def real_weights(tmp_path_factory) -> dict[str, str]:
     for name, entry in pretrained.REGISTRY.items():
         assert f"{name}: {os.path.join(cache, entry.filename)}" in result.stdout
     return {name: os.path.join(cache, e.filename) for name, e in pretrained.REGISTRY.items()}
+
+
+def write_torch_legacy(path, tensors: dict[str, np.ndarray]) -> str:
+    """Writes {name: float32 array} the way torch.save's legacy (pre-1.6) format does, without
+    torch: the pickled dict refers to torch._utils._rebuild_tensor_v2 and torch.FloatStorage
+    (stand-ins registered only while writing), then the raw storages follow."""
+    import collections
+    import pickle
+    import sys
+    import types
+
+    torch, utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
+
+    class FloatStorage:
+        pass
+
+    def _rebuild_tensor_v2(*args):
+        raise AssertionError("only pickled, never called")
+
+    FloatStorage.__module__, FloatStorage.__qualname__ = "torch", "FloatStorage"
+    _rebuild_tensor_v2.__module__ = "torch._utils"
+    _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
+    torch.FloatStorage, utils._rebuild_tensor_v2, torch._utils = (
+        FloatStorage,
+        _rebuild_tensor_v2,
+        utils,
+    )
+
+    class Storage:
+        def __init__(self, key, size):
+            self.key, self.size = key, size
+
+    class Tensor:
+        def __init__(self, key, array):
+            self.key, self.array = key, array
+
+        def __reduce__(self):
+            shape = self.array.shape
+            strides = tuple(s // 4 for s in np.zeros(shape, np.float32).strides)
+            storage = Storage(self.key, self.array.size)
+            return _rebuild_tensor_v2, (
+                storage,
+                0,
+                shape,
+                strides,
+                False,
+                collections.OrderedDict(),
+            )
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, Storage):
+                return ("storage", FloatStorage, obj.key, "cpu", obj.size, None)
+            return None
+
+    keys = [str(i) for i in range(len(tensors))]
+    saved = {name: sys.modules.get(name) for name in ("torch", "torch._utils")}
+    sys.modules.update({"torch": torch, "torch._utils": utils})
+    try:
+        with open(path, "wb") as f:
+            for header in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}):
+                pickle.dump(header, f, protocol=2)
+            objects = {name: Tensor(k, a) for k, (name, a) in zip(keys, tensors.items())}
+            Pickler(f, protocol=2).dump(objects)
+            pickle.dump(keys, f, protocol=2)
+            for array in tensors.values():
+                f.write(np.int64(array.size).tobytes())
+                f.write(np.ascontiguousarray(array, "<f4").tobytes())
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+    return str(path)

@@ -1,8 +1,10 @@
 """dlss-eval --degradation: named evaluation degradations are reproducible and recorded."""
 
+import csv
 import json
 import os
 
+import numpy as np
 import pytest
 from conftest import photo_crops, save_image
 
@@ -42,9 +44,12 @@ def test_realistic_evaluation_is_reproducible_and_recorded(bicubic_model, hr_fol
     lr = degradations.evaluation_degradation("realistic")(hr, SCALE, key="img1.png")
     expected = metrics.image_metrics(hr, baselines.bicubic(lr, SCALE), border=SCALE)
     with open(os.path.join(tmp_path, "eval0", "per_image.csv")) as f:
-        first_row = f.read().splitlines()[1].split(",")
-    assert float(first_row[first_row.index("img1.png") + 1 + 2 + 4]) == pytest.approx(
-        expected["psnr_rgb"], abs=1e-6
+        first_row = next(csv.DictReader(f))
+    assert first_row["key"] == "img1.png"
+    assert float(first_row["bicubic_psnr_rgb"]) == pytest.approx(expected["psnr_rgb"], abs=1e-6)
+    # The LR it evaluated is written for other tools, byte for byte what was measured.
+    np.testing.assert_array_equal(
+        imaging.read_image(os.path.join(tmp_path, "eval0", first_row["lr_file"])), lr
     )
 
     clean = evaluate.evaluate(

@@ -214,8 +214,11 @@ def test_niqe_takes_rgb_photographs_with_a_border_and_needs_whole_blocks():
     value = niqe(photo, border=4)
     assert math.isfinite(value) and value > 0
     assert niqe(photo, border=0) != value
-    with pytest.raises(ValueError, match="at least 96x96"):
-        niqe(photo[:100, :100], border=4)
+    with pytest.raises(ValueError, match="at least two 96x96 blocks"):
+        niqe(photo[:200, :100], border=4)
+    assert perceptual.niqe_defined((200, 104), border=2)
+    assert not perceptual.niqe_defined((200, 104), border=5)
+    assert not perceptual.niqe_defined((104, 104), border=2)  # one block: no covariance
 
 
 @pytest.mark.network

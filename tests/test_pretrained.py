@@ -125,6 +125,20 @@ def test_readers_refuse_foreign_pickles(tmp_path):
         pretrained.read_niqe(str(npz))
 
 
+def test_read_dists_reads_a_legacy_torch_file_without_torch(tmp_path):
+    from conftest import write_torch_legacy
+
+    alpha = np.linspace(0, 1, 1475, dtype=np.float32).reshape(1, 1475, 1, 1)
+    beta = alpha[:, ::-1].copy()
+    path = write_torch_legacy(tmp_path / "weights.pt", {"alpha": alpha, "beta": beta})
+    weights = pretrained.read_dists(path)
+    np.testing.assert_array_equal(weights["alpha"], alpha)
+    np.testing.assert_array_equal(weights["beta"], beta)
+    other = write_torch_legacy(tmp_path / "other.pt", {"gamma": alpha})
+    with pytest.raises(ValueError, match="needs alpha and beta"):
+        pretrained.read_dists(other)
+
+
 def test_readers_accept_the_documented_layouts(tmp_path, random_vgg16_checkpoint):
     params = pretrained.read_lpips_vgg16(random_vgg16_checkpoint)
     assert params["VGG16_0"]["Conv_12"]["kernel"].shape == (3, 3, 512, 512)

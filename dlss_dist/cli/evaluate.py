@@ -11,7 +11,18 @@ training model directory, or a .onnx / .tflite file.
 scale must match) or a folder of HR images (LR made with the same bicubic degradation).
 --degradation=realistic makes each LR from its HR with fixed blur, noise and JPEG instead
 (deterministic per image; docs/real-world.md), recorded in metrics.json.
-Writes metrics.json, per_image.csv and grids/*.png into --output_dir and prints the table.
+
+LPIPS, DISTS and NIQE are measured beside PSNR/SSIM when their weights are cached (fetch them
+once with `dlss-weights`); --perceptual=none turns them off. Every LR evaluated is written as
+<output_dir>/lr/<name>.png; --compare=NAME=DIR scores another tool's upscaled
+<DIR>/<name>.png of those same LR as one more method (docs/evaluate-and-upscale.md):
+
+  dlss-eval --model=EXPORT --data=photos/test --output_dir=eval/
+  (run the other tool on eval/lr/*.png, writing realesrgan/<name>.png)
+  dlss-eval --model=EXPORT --data=photos/test --output_dir=eval/ --compare=realesrgan=realesrgan/
+
+Writes metrics.json, per_image.csv, lr/*.png and grids/*.png into --output_dir and prints
+the table.
 """
 
 from __future__ import annotations
@@ -52,7 +63,30 @@ flags.DEFINE_enum(
     ["bicubic", "realistic"],
     "Named evaluation degradation making LR from HR (docs/real-world.md).",
 )
+flags.DEFINE_list(
+    "perceptual",
+    ["auto"],
+    "Perceptual metrics: auto (LPIPS, DISTS, NIQE whose weights are cached; `dlss-weights` "
+    "fetches them), none, all, or a list of lpips, dists, niqe (fetched if missing).",
+)
+flags.DEFINE_multi_string(
+    "compare",
+    [],
+    "NAME=DIR: also score DIR/<name>.png, another tool's upscaling of <output_dir>/lr/<name>.png "
+    "(at HR size), as method NAME. Repeatable.",
+)
 flags.mark_flags_as_required(["model", "data", "output_dir"])
+
+
+@flags.validator("compare")
+def _check_compare(values) -> bool:
+    for value in values:
+        if "=" not in value or not value.split("=", 1)[0] or not value.split("=", 1)[1]:
+            raise flags.ValidationError(f"--compare={value} must be NAME=DIR")
+    names = [value.split("=", 1)[0] for value in values]
+    if len(set(names)) != len(names):
+        raise flags.ValidationError(f"--compare names must differ, got {names}")
+    return True
 
 
 @flags.validator("tile")
@@ -98,6 +132,8 @@ def main(argv):
         tile=FLAGS.tile,
         skip_damaged_records=FLAGS.skip_damaged_records,
         degradation=FLAGS.degradation,
+        perceptual_metrics=FLAGS.perceptual,
+        compare=dict(value.split("=", 1) for value in FLAGS.compare),
     )
     print(
         f"x{summary['scale']} on {summary['num_images']} images of {summary['data']}"
@@ -105,7 +141,10 @@ def main(argv):
         f" {len(summary['skipped'])} skipped):"
     )
     print(evaluate.format_table(summary))
-    print(f"Wrote {FLAGS.output_dir}/{evaluate.METRICS_FILE}")
+    print(
+        f"Wrote {FLAGS.output_dir}/{evaluate.METRICS_FILE} (the LR inputs: "
+        f"{FLAGS.output_dir}/{evaluate.LR_DIR}/)"
+    )
 
 
 def run():

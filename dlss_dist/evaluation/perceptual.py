@@ -20,7 +20,8 @@ like PSNR/SSIM in `metrics.py`. Their weights are registry-carried files
   release: the BT.601 Y channel rounded to integers, 96x96 blocks without overlap at two
   scales (the second a MATLAB-bicubic half-size), 36 natural-scene-statistics features per
   block, and the distance between their multivariate Gaussian and the pristine model.
-  Images smaller than 96x96 after the crop have no NIQE (the MATLAB code needs whole blocks).
+  Images without two whole 96x96 blocks after the crop have no NIQE (the MATLAB code needs
+  whole blocks, and a covariance needs two).
 
 Where ours differs from the official code, and how closely it agrees (measured; see
 tests/test_perceptual.py): LPIPS and DISTS run VGG16 in TensorFlow float32 (the official
@@ -242,11 +243,12 @@ def niqe_y(y: np.ndarray, params: dict) -> float:
     matches to about 1e-5); the model fit is float64.
     """
     y = np.asarray(y, np.float32)
-    blocks_h, blocks_w = y.shape[0] // NIQE_BLOCK, y.shape[1] // NIQE_BLOCK
-    if not blocks_h or not blocks_w:
+    if not niqe_defined(y.shape):
         raise ValueError(
-            f"NIQE needs at least {NIQE_BLOCK}x{NIQE_BLOCK} pixels, got {y.shape[0]}x{y.shape[1]}"
+            f"NIQE needs at least two {NIQE_BLOCK}x{NIQE_BLOCK} blocks (a covariance), "
+            f"got {y.shape[0]}x{y.shape[1]}"
         )
+    blocks_h, blocks_w = y.shape[0] // NIQE_BLOCK, y.shape[1] // NIQE_BLOCK
     image = y[: blocks_h * NIQE_BLOCK, : blocks_w * NIQE_BLOCK]
     window = np.asarray(params["gaussian_window"], np.float64)
     features = []
@@ -275,6 +277,14 @@ def niqe_y(y: np.ndarray, params: dict) -> float:
     inverse = np.linalg.pinv((params["cov_pris_param"] + cov_distorted) / 2)
     difference = params["mu_pris_param"].reshape(-1) - mu_distorted
     return float(np.sqrt(difference @ inverse @ difference))
+
+
+def niqe_defined(shape, border: int = 0) -> bool:
+    """Whether an image of `shape` (H, W, ...) has NIQE after a `border` crop: at least two
+    whole 96x96 blocks (BasicSR's covariance of one block is NaN)."""
+    blocks_h = (shape[0] - 2 * border) // NIQE_BLOCK
+    blocks_w = (shape[1] - 2 * border) // NIQE_BLOCK
+    return blocks_h >= 1 and blocks_w >= 1 and blocks_h * blocks_w >= 2
 
 
 def basicsr_y(image: np.ndarray) -> np.ndarray:
