@@ -285,7 +285,9 @@ def write_torch_legacy(path, tensors: dict[str, np.ndarray]) -> str:
         with open(path, "wb") as f:
             for header in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}):
                 pickle.dump(header, f, protocol=2)
-            objects = {name: Tensor(k, a) for k, (name, a) in zip(keys, tensors.items())}
+            objects = {
+                name: Tensor(k, a) for k, (name, a) in zip(keys, tensors.items(), strict=True)
+            }
             Pickler(f, protocol=2).dump(objects)
             pickle.dump(keys, f, protocol=2)
             for array in tensors.values():
