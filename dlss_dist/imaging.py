@@ -27,6 +27,9 @@ DEGRADATION = "bicubic_matlab_antialias"
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 DEFAULT_MAX_PIXELS = 64_000_000
 ALPHA_POLICIES = ("white", "reject")
+# decode_image's third policy, for tools that write images back out (dlss-upscale): the
+# colour and alpha planes are returned as stored, HxWx4, when any pixel is not opaque.
+KEEP_ALPHA = "keep"
 
 # Modes whose pixels carry an alpha channel (or a transparency key, for P/L/RGB with
 # the "transparency" info entry) and are composited through RGBA.
@@ -63,20 +66,22 @@ def decode_image(
     Args:
       data: the encoded file (any format PIL reads; the first frame of animations).
       alpha: ``"white"`` composites transparent pixels on white; ``"reject"`` raises
-        ``ImageRejected("alpha")`` for an image with any pixel that is not opaque.
+        ``ImageRejected("alpha")`` for an image with any pixel that is not opaque;
+        ``"keep"`` (`KEEP_ALPHA`) returns such an image as ``HxWx4`` RGBA, uncomposited.
       max_pixels: images with more pixels are rejected (``"too_large"``) before their
         pixels are decoded, which guards against decompression bombs.
 
     Returns:
-      ``HxWx3`` uint8 RGB array, rotated/flipped as its EXIF orientation says.
+      ``HxWx3`` uint8 RGB array (``HxWx4`` RGBA with ``alpha="keep"`` and transparency),
+      rotated/flipped as its EXIF orientation says.
 
     Raises:
       ImageRejected: with reason ``empty_file``, ``undecodable``, ``truncated``,
         ``corrupt`` (a JPEG decoder warning about damaged data), ``too_large``,
         ``alpha`` or ``unsupported_mode``.
     """
-    if alpha not in ALPHA_POLICIES:
-        raise ValueError(f"alpha must be one of {ALPHA_POLICIES}, got {alpha!r}")
+    if alpha not in (*ALPHA_POLICIES, KEEP_ALPHA):
+        raise ValueError(f"alpha must be one of {(*ALPHA_POLICIES, KEEP_ALPHA)}, got {alpha!r}")
     if not data:
         raise ImageRejected("empty_file", "the file is empty (0 bytes)")
     # A truncated file must be an error, never silently padded with grey.
@@ -171,6 +176,8 @@ def _to_rgb(image: Image.Image, *, alpha: str) -> np.ndarray:
                     "(use --alpha=white to composite them on white)",
                 )
             return np.ascontiguousarray(rgba[..., :3])
+        if alpha == KEEP_ALPHA:
+            return rgba if (a < 255).any() else np.ascontiguousarray(rgba[..., :3])
         rgb = rgba[..., :3].astype(np.float64)
         weight = a.astype(np.float64) / 255.0
         out = rgb * weight + 255.0 * (1.0 - weight)

@@ -46,6 +46,7 @@ _AUDIO_COPYABLE = {
     ".mkv": None,  # Matroska holds any codec
     ".webm": {"opus", "vorbis"},
 }
+WRITABLE_VIDEO_EXTENSIONS = tuple(_ENCODERS)
 DEFAULT_CRF = 18
 
 # HxWx3 uint8 -> (sH)x(sW)x3 uint8
@@ -66,6 +67,19 @@ class VideoError(ValueError):
 def is_video(path: str) -> bool:
     """True if `path` has a video container's extension."""
     return path.lower().endswith(VIDEO_EXTENSIONS)
+
+
+def is_writable_video(path: str) -> bool:
+    """True if `path` has the extension of a container `upscale_video` can write."""
+    return path.lower().endswith(WRITABLE_VIDEO_EXTENSIONS)
+
+
+def frame_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """(width, height) of an output frame: exact for an integer scale, else rounded to even
+    numbers (the yuv420p frames every player decodes need even sides)."""
+    if float(scale).is_integer():
+        return width * int(scale), height * int(scale)
+    return max(2, 2 * round(width * scale / 2)), max(2, 2 * round(height * scale / 2))
 
 
 def output_name(path: str) -> str:
@@ -169,19 +183,20 @@ def upscale_video(
     input_path: str,
     output_path: str,
     *,
-    scale: int,
+    scale: float,
     crf: int = DEFAULT_CRF,
     progress: bool = False,
 ) -> VideoResult:
     """Upscales every frame of `input_path` into `output_path`, streaming (module docstring).
 
     Args:
-      upscale_frame: HxWx3 uint8 RGB -> (scale*H)x(scale*W)x3 uint8, e.g. a
-        `SavedModelUpscaler` with its tiling arguments bound.
+      upscale_frame: HxWx3 uint8 RGB -> an RGB frame of `frame_size` (scale*H x scale*W for
+        an integer scale), e.g. a `SavedModelUpscaler` with its tiling arguments bound.
       input_path: a video file FFmpeg can decode.
       output_path: the video to write; its extension picks the container (.mp4, .m4v,
         .mov, .mkv: H.264; .webm: VP9).
-      scale: the upscaling factor of `upscale_frame` (sets the encoder's frame size).
+      scale: the upscaling factor of `upscale_frame` (sets the encoder's frame size, see
+        `frame_size`).
       crf: encoder constant rate factor (0 = lossless H.264, larger = smaller files).
       progress: show a progress bar on stderr (when stderr is a terminal).
 
@@ -224,7 +239,7 @@ def _transcode(av, upscale_frame, input_path, temp, ext, info, *, scale, crf, pr
     with _open_input(input_path) as source, av.open(temp, mode="w") as target:
         video_in = source.streams.video[0]
         video_in.thread_type = "AUTO"  # decode with FFmpeg's threads; frames still come in order
-        width, height = info.width * scale, info.height * scale
+        width, height = frame_size(info.width, info.height, scale)
         video_out = target.add_stream(_ENCODERS[ext], rate=info.fps)
         video_out.width, video_out.height = width, height
         video_out.pix_fmt = "yuv420p"  # what every player decodes

@@ -10,15 +10,23 @@ r"""Upscales images, folders of images, video frames or videos with any model.
   dlss-upscale --model=EXPORT --input=clip.mp4 --output=clip_x4.mp4 [--tile=256]
   dlss-upscale --model=EXPORT --input=videos/ --output=out/
 
+  dlss-upscale --model=EXPORT --input=photos/ --output=out/ --outscale=2 --suffix=_x2 \
+      --output_format=webp --quality=90
+
 --model is a starter model's name (realworld_x4_cpu), a SavedModel folder, an export root (the
 best export in its exports.json, else the newest version), a training model directory (its best
 export, else its newest checkpoint), or a .onnx / .tflite file (run by ONNX Runtime / LiteRT,
 no TensorFlow needed). Images are tiled so the run's peak memory stays under --max_memory
-(default 2G). Every input becomes <output>/<stem>.png. Inputs that cannot be read are
-listed with their reason (also in <output>/failures.json) and the exit code is 1, but every
-other input is still written. Videos (.mp4, .m4v, .mov, .mkv, .webm, .avi) are upscaled frame
-by frame, keeping frame rate and audio (docs/video.md): to the --output file when it is a
-video name, else to <output>/<name>.
+(default 2G). Every input becomes <output>/<stem><suffix>.png (or .jpg/.webp with
+--output_format); --outscale resizes the model's result (Lanczos) to that factor of the input.
+Transparent images keep their alpha (resized with Lanczos) in PNG and WebP. Inputs that
+cannot be read or written (a full disk) are listed with their reason (also in
+<output>/failures.json) and the exit code is 1, but every other input is still written; a
+file is written whole or not at all. Files already at the output paths are never replaced
+without --overwrite, and an input is never replaced. Videos (.mp4, .m4v, .mov, .mkv, .webm,
+.avi) are upscaled frame by frame, keeping frame rate and audio (docs/video.md): to the
+--output file when it is a video name (.mp4, .m4v, .mov, .mkv, .webm), else to
+<output>/<name>.
 """
 
 from __future__ import annotations
@@ -61,7 +69,39 @@ flags.DEFINE_integer(
     lower_bound=0,
     upper_bound=63,
 )
+flags.DEFINE_bool(
+    "overwrite", False, "Replace files already at the output paths (never the inputs)."
+)
+flags.DEFINE_string("suffix", "", "Appended to each output's name: photo.jpg -> photo<suffix>.png.")
+flags.DEFINE_float(
+    "outscale",
+    None,
+    "Final size as a factor of the input, e.g. 2 with a x4 model (Lanczos after the model).",
+    lower_bound=0.05,
+    upper_bound=16,
+)
+flags.DEFINE_enum("output_format", "png", ["png", "jpeg", "webp"], "Image format to write.")
+flags.DEFINE_integer(
+    "quality", 95, "JPEG/WebP quality (PNG is lossless).", lower_bound=1, upper_bound=100
+)
 flags.mark_flags_as_required(["model", "input", "output"])
+
+
+@flags.validator("suffix", "--suffix must not contain a path separator or NUL")
+def _check_suffix(suffix: str) -> bool:
+    return not any(c in suffix for c in ("/", os.sep, "\0"))
+
+
+def _output_options():
+    from dlss_dist import upscale
+
+    return upscale.OutputOptions(
+        suffix=FLAGS.suffix,
+        image_format=FLAGS.output_format,
+        quality=FLAGS.quality,
+        outscale=FLAGS.outscale,
+        overwrite=FLAGS.overwrite,
+    )
 
 
 @flags.multi_flags_validator(["tile", "tile_overlap"])
@@ -94,19 +134,30 @@ def main(argv):
     # Found (not loaded) first: a wrong --model fails before anything heavy is imported.
     source = serving.locate(FLAGS.model)
 
+    options = _output_options()
     # Checked before the model loads: a wrong --output must not cost a model load.
-    if video.is_video(FLAGS.output):
-        if os.path.abspath(FLAGS.output) in {os.path.abspath(p) for p in FLAGS.input}:
-            raise ValueError(f"--output={FLAGS.output} is an input: it would be overwritten")
+    one_video = video.is_writable_video(FLAGS.output) and not os.path.isdir(FLAGS.output)
+    if one_video:
+        options.validate()
+        if len(FLAGS.input) != 1 or not video.is_video(FLAGS.input[0]):
+            raise ValueError(
+                f"--output={FLAGS.output} is a video file: give exactly one input video, got "
+                f"{FLAGS.input}; to upscale several, pass a folder as --output"
+            )
+        upscale.check_video_output(FLAGS.input[0], FLAGS.output, overwrite=FLAGS.overwrite)
     else:
         upscale.check_outputs(
-            FLAGS.input, FLAGS.output, gif=FLAGS.gif, interpolate=FLAGS.interpolate
+            FLAGS.input,
+            FLAGS.output,
+            gif=FLAGS.gif,
+            interpolate=FLAGS.interpolate,
+            options=options,
         )
     if serving.needs_tensorflow(source):
         console.import_tensorflow_quietly()
     upscaler = serving.load_upscaler(source, max_memory=FLAGS.max_memory)
-    if video.is_video(FLAGS.output):
-        _upscale_one_video(upscaler, video)
+    if one_video:
+        _upscale_one_video(upscaler, upscale, video)
         return
     result = upscale.upscale_files(
         upscaler,
@@ -119,6 +170,7 @@ def main(argv):
         interpolate=FLAGS.interpolate,
         video_crf=FLAGS.video_crf,
         progress=True,
+        options=options,
     )
 
     if result.outputs or not result.videos:
@@ -130,24 +182,19 @@ def main(argv):
     if result.failures:
         for failure in result.failures:
             print(f"FAILED {failure['input']}: [{failure['reason']}] {failure['message']}")
-        failures_path = os.path.join(FLAGS.output, upscale.FAILURES_FILE)
-        logging.error("%d input(s) failed; see %s", len(result.failures), failures_path)
+        where = f"; see {result.failures_file}" if result.failures_file else ""
+        logging.error("%d input(s) failed%s", len(result.failures), where)
         sys.exit(1)
 
 
-def _upscale_one_video(upscaler, video) -> None:
+def _upscale_one_video(upscaler, upscale, video) -> None:
     """--output=clip_x4.mp4: exactly one input video to that file."""
-    if len(FLAGS.input) != 1 or not video.is_video(FLAGS.input[0]):
-        raise ValueError(
-            f"--output={FLAGS.output} is a video file: give exactly one input video, got "
-            f"{FLAGS.input}; to upscale several, pass a folder as --output"
-        )
     try:
         result = video.upscale_video(
-            lambda frame: upscaler(frame, tile=FLAGS.tile, tile_overlap=FLAGS.tile_overlap),
+            upscale.video_frame_function(upscaler, FLAGS.tile, FLAGS.tile_overlap, FLAGS.outscale),
             FLAGS.input[0],
             FLAGS.output,
-            scale=upscaler.scale,
+            scale=FLAGS.outscale or upscaler.scale,
             crf=FLAGS.video_crf,
             progress=True,
         )
