@@ -272,8 +272,7 @@ def write_report(output_dir: str, summary: dict, timings: dict[str, float], step
     lines += ["| stage | seconds |", "|---|---|"]
     lines += [f"| {stage} | {seconds:.0f} |" for stage, seconds in timings.items()]
     path = os.path.join(output_dir, "report.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    files.atomic_write(path, "\n".join(lines) + "\n")
     return path
 
 

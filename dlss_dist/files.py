@@ -215,6 +215,29 @@ def publish_folder(staging: str, final: str, *, replace: bool = False) -> None:
     _rename_folder(staging, final)
 
 
+def publish_entries(
+    staging: str, target_dir: str, names: Sequence[str], *, replace: bool = False
+) -> None:
+    """Moves each of `names` (files or folders) from `staging` into `target_dir`, in order.
+
+    The output-folder swap of a tool whose outputs share a folder with other files (an
+    evaluation's reports beside the user's): the work is done in a hidden staging folder and
+    each entry renamed into place at the end, folders whole (`publish_folder`), so a failed
+    run leaves nothing behind. Names missing from `staging` are skipped. An existing target
+    is replaced only with `replace`, else `OutputExistsError`.
+    """
+    for name in names:
+        source, target = os.path.join(staging, name), os.path.join(target_dir, name)
+        if not exists(source):
+            continue
+        if isdir(source):
+            publish_folder(source, target, replace=replace)
+        elif exists(target) and not replace:
+            raise OutputExistsError(f"{target} already exists")
+        else:
+            _rename(source, target)
+
+
 def _rename_folder(source: str, target: str) -> None:
     if is_remote(source) or is_remote(target):
         _gfile().rename(source, target, overwrite=False)
@@ -231,7 +254,7 @@ def check_no_overwrite(
     paths: Sequence[str],
     *,
     overwrite: bool,
-    where: str,
+    where: str | None = None,
     flag: str = "--overwrite",
 ) -> list[str]:
     """THE no-overwrite rule: refuses to replace existing files unless `overwrite`.
@@ -239,7 +262,8 @@ def check_no_overwrite(
     Args:
       paths: every file (or folder) the run is about to write.
       overwrite: the user passed `flag`.
-      where: what the files are, for the message, e.g. ``--output=out/``.
+      where: the folder they are in, for the message, e.g. ``--output=out/``; None names
+        each path in full.
       flag: the flag that allows replacing them.
 
     Returns:
@@ -251,11 +275,16 @@ def check_no_overwrite(
     """
     found = existing(paths)
     if found and not overwrite:
-        shown = ", ".join(printable(os.path.basename(p.rstrip("/")) or p) for p in found[:3])
+        if where is None:
+            shown = ", ".join(printable(p) for p in found[:3])
+        else:
+            shown = ", ".join(printable(os.path.basename(p.rstrip("/")) or p) for p in found[:3])
         more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+        them = "them" if len(found) > 1 else "it"
+        what = f"{where} already has {shown}{more}" if where else f"{shown}{more} already exists"
         raise OutputExistsError(
-            f"{where} already has {shown}{more}, which this run did not create; pass {flag} "
-            "to replace it, or choose another output"
+            f"{what}, which this run did not create; pass {flag} to replace {them}, or choose "
+            "another output"
         )
     return found
 

@@ -257,7 +257,7 @@ def check_outputs(
             where=f"--output={output_dir}",
         )
     elif gif:
-        files.check_no_overwrite([gif], overwrite=options.overwrite, where="--gif")
+        files.check_no_overwrite([gif], overwrite=options.overwrite)
 
 
 def check_video_output(input_path: str, output: str, *, overwrite: bool) -> None:
@@ -271,7 +271,7 @@ def check_video_output(input_path: str, output: str, *, overwrite: bool) -> None
         raise ValueError(f"--output={output} is the input: it would be overwritten")
     if files.isdir(output):
         raise ValueError(f"--output={output} is a folder, not a video file name")
-    files.check_no_overwrite([output], overwrite=overwrite, where=f"--output={output}")
+    files.check_no_overwrite([output], overwrite=overwrite)
 
 
 @dataclasses.dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,16 @@ def test_no_overwrite_rule_names_the_files_and_the_flag(tmp_path):
         files.check_no_overwrite(paths, overwrite=False, where="--output=out")
     assert files.check_no_overwrite(paths, overwrite=True, where="x") == [paths[1]]
     assert isinstance(files.OutputExistsError("x"), OSError)  # CLIs: one line, exit 1
+
+
+def test_local_file_work_never_imports_tensorflow(tmp_path):
+    code = (
+        "import sys; from dlss_dist import files; "
+        f"files.atomic_write_json({str(tmp_path / 'a.json')!r}, {{}}); "
+        f"files.list_dir({str(tmp_path)!r}); "
+        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_paths_and_listing(tmp_path):

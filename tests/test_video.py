@@ -221,6 +221,7 @@ def test_cli_upscales_one_video_to_a_file(upscaler, tmp_path):
 
     (tmp_path / "bad.mp4").write_text("not a video")
     command[4] = f"--input={tmp_path / 'bad.mp4'}"
+    command[5] = f"--output={tmp_path / 'bad_x2.mp4'}"
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert "bad.mp4: [unreadable_video] not a readable video" in result.stderr

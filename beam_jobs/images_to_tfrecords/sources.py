@@ -25,7 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_jobs.images_to_tfrecords.errors import PreflightError
-from dlss_dist import imaging
+from dlss_dist import files, imaging
 
 SPLIT_NAMES = ("train", "validation", "test")
 UNASSIGNED_SPLIT = "unassigned"  # CelebA files that the partition file does not list
@@ -85,7 +85,7 @@ def split_for_key(key: str, split_ratios: tuple[float, float, float]) -> str:
 
 
 def is_local(path: str) -> bool:
-    return "://" not in path
+    return not files.is_remote(path)
 
 
 def normalize_root(path: str) -> str:

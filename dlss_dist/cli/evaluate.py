@@ -19,10 +19,12 @@ once with `dlss-weights`); --perceptual=none turns them off. Every LR evaluated 
 
   dlss-eval --model=EXPORT --data=photos/test --output_dir=eval/
   (run the other tool on eval/lr/*.png, writing realesrgan/<name>.png)
-  dlss-eval --model=EXPORT --data=photos/test --output_dir=eval/ --compare=realesrgan=realesrgan/
+  dlss-eval --model=EXPORT --data=photos/test --output_dir=eval_compared/ \
+      --compare=realesrgan=realesrgan/
 
-Writes metrics.json, per_image.csv, lr/*.png and grids/*.png into --output_dir and prints
-the table.
+Writes metrics.json, per_image.csv, lr/*.png and grids/*.png into --output_dir (all at the
+end: a failed run writes nothing) and prints the table. An earlier evaluation's reports
+there are refused unless --overwrite.
 """
 
 from __future__ import annotations
@@ -74,6 +76,11 @@ flags.DEFINE_multi_string(
     [],
     "NAME=DIR: also score DIR/<name>.png, another tool's upscaling of <output_dir>/lr/<name>.png "
     "(at HR size), as method NAME. Repeatable.",
+)
+flags.DEFINE_bool(
+    "overwrite",
+    False,
+    "Replace an earlier evaluation's metrics.json, per_image.csv, lr/ and grids/.",
 )
 flags.mark_flags_as_required(["model", "data", "output_dir"])
 
@@ -134,6 +141,7 @@ def main(argv):
         degradation=FLAGS.degradation,
         perceptual_metrics=FLAGS.perceptual,
         compare=dict(value.split("=", 1) for value in FLAGS.compare),
+        overwrite=FLAGS.overwrite,
     )
     print(
         f"x{summary['scale']} on {summary['num_images']} images of {summary['data']}"

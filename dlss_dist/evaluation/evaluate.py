@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import re
@@ -36,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from dlss_dist import degradations, imaging, pretrained, serving, upscale
+from dlss_dist import degradations, files, imaging, pretrained, serving, upscale
 from dlss_dist.data import pipeline, schema, verify
 from dlss_dist.evaluation import baselines, metrics, perceptual, pictures
 
@@ -256,6 +255,16 @@ def _grid(outputs: dict, hr: np.ndarray, row: dict, compare: dict, measured: lis
     return pictures.comparison_grid(panels)
 
 
+def _check_no_overwrite(output_dir: str, *, overwrite: bool) -> None:
+    """The no-overwrite rule for an evaluation's reports (`files.check_no_overwrite`)."""
+    outputs = [os.path.join(output_dir, name) for name in (METRICS_FILE, PER_IMAGE_FILE)]
+    for folder in (LR_DIR, GRIDS_DIR):
+        path = os.path.join(output_dir, folder)
+        if files.isdir(path) and files.list_dir(path):
+            outputs.append(path)
+    files.check_no_overwrite(outputs, overwrite=overwrite, where=f"--output_dir={output_dir}")
+
+
 def evaluate(
     *,
     model: str,
@@ -270,6 +279,7 @@ def evaluate(
     max_memory: int | str = serving.DEFAULT_MAX_MEMORY,
     perceptual_metrics="none",
     compare: dict[str, str] | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Measures the model, bicubic and nearest on `data` and writes the reports.
 
@@ -277,7 +287,9 @@ def evaluate(
       model: anything `dlss_dist.serving.load_upscaler` takes (a SavedModel, export root,
         training model directory, .onnx/.tflite file or starter model name), or an `Upscaler`.
       data: a dlss-preprocess dataset folder (has manifest.json) or a folder of HR images.
-      output_dir: where metrics.json, per_image.csv and grids/ are written.
+      output_dir: where metrics.json, per_image.csv, lr/ and grids/ are written; they are
+        written to a hidden folder inside it first and moved into place only when the
+        evaluation succeeds, so a failed run leaves nothing.
       split: dataset split to evaluate (ignored for a plain folder).
       max_images: evaluate only the first N images.
       max_grids: write comparison grids for the first N images.
@@ -292,6 +304,8 @@ def evaluate(
       compare: {name: folder} of other tools' SR outputs for the same LR: ``<name>.png`` at
         HR size for every ``lr/<name>.png`` written; each becomes a method like "bicubic".
 
+      overwrite: replace an earlier evaluation's reports in `output_dir` (its lr/ and grids/
+        as a whole); without it they are refused before any work (the no-overwrite rule).
     Returns:
       The metrics.json content::
 
@@ -314,6 +328,53 @@ def evaluate(
       PSNR in dB, SSIM in [0, 1], LPIPS, DISTS and NIQE lower-is-better, means over images;
       a mean that is infinite (identical images) or undefined is null.
     """
+    if files.exists(output_dir) and not files.isdir(output_dir):
+        raise ValueError(f"--output_dir={output_dir} is a file, not a folder")
+    if not tf.io.gfile.exists(data):
+        raise FileNotFoundError(f"--data={data} does not exist")
+    _check_no_overwrite(output_dir, overwrite=overwrite)
+    files.makedirs(output_dir)
+    staging = files.temp_path_beside(os.path.join(output_dir, METRICS_FILE))
+    try:
+        summary = _evaluate_into(
+            model=model,
+            data=data,
+            output_dir=staging,
+            split=split,
+            max_images=max_images,
+            max_grids=max_grids,
+            tile=tile,
+            skip_damaged_records=skip_damaged_records,
+            degradation=degradation,
+            max_memory=max_memory,
+            perceptual_metrics=perceptual_metrics,
+            compare=compare,
+        )
+        # metrics.json last: a reader that finds it finds the rest.
+        names = [LR_DIR, GRIDS_DIR, PER_IMAGE_FILE, METRICS_FILE]
+        files.publish_entries(staging, output_dir, names, replace=overwrite)
+    finally:
+        files.remove_tree(staging)
+    logging.info("Wrote %s", os.path.join(output_dir, METRICS_FILE))
+    return summary
+
+
+def _evaluate_into(
+    *,
+    model: str,
+    data: str,
+    output_dir: str,
+    split: str = "test",
+    max_images: int | None = None,
+    max_grids: int = 8,
+    tile: int = 0,
+    skip_damaged_records: bool = False,
+    degradation: str = "bicubic",
+    max_memory: int | str = serving.DEFAULT_MAX_MEMORY,
+    perceptual_metrics="none",
+    compare: dict[str, str] | None = None,
+) -> dict:
+    """`evaluate`, writing its files into `output_dir` (a staging folder)."""
     if tf.io.gfile.exists(output_dir) and not tf.io.gfile.isdir(output_dir):
         raise ValueError(f"--output_dir={output_dir} is a file, not a folder")
     if not tf.io.gfile.exists(data):
@@ -355,8 +416,8 @@ def evaluate(
     if named.name != "bicubic":
         examples = _degraded(examples, named, scale)
 
-    tf.io.gfile.makedirs(os.path.join(output_dir, GRIDS_DIR))
-    tf.io.gfile.makedirs(os.path.join(output_dir, LR_DIR))
+    files.makedirs(os.path.join(output_dir, GRIDS_DIR))
+    files.makedirs(os.path.join(output_dir, LR_DIR))
     minimum = metrics.SSIM_WINDOW + 2 * scale  # SSIM needs 11x11 after the border crop
     rows = []
     used_names: set[str] = set()
@@ -373,8 +434,9 @@ def evaluate(
             skipped.append({"input": key, "reason": "too_small", "message": message})
             continue
         image_name = _unique_name(_safe_name(key), used_names)
-        with tf.io.gfile.GFile(os.path.join(output_dir, LR_DIR, f"{image_name}.png"), "wb") as f:
-            f.write(imaging.encode_png(lr))
+        files.atomic_write(
+            os.path.join(output_dir, LR_DIR, f"{image_name}.png"), imaging.encode_png(lr)
+        )
         outputs = {
             "model": upscaler(lr, tile=tile),
             "bicubic": baselines.bicubic(lr, scale),
@@ -400,8 +462,7 @@ def evaluate(
         if len(rows) < max_grids:
             grid = _grid(outputs, hr, row, compare, measured)
             grid_path = os.path.join(output_dir, GRIDS_DIR, f"{len(rows):04d}_{image_name}.png")
-            with tf.io.gfile.GFile(grid_path, "wb") as f:
-                f.write(imaging.encode_png(grid))
+            files.atomic_write(grid_path, imaging.encode_png(grid))
         rows.append(row)
         if len(rows) % 10 == 0:
             logging.info("Evaluated %d images", len(rows))
@@ -417,8 +478,7 @@ def evaluate(
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
-    with tf.io.gfile.GFile(os.path.join(output_dir, PER_IMAGE_FILE), "w") as f:
-        f.write(buffer.getvalue())
+    files.atomic_write(os.path.join(output_dir, PER_IMAGE_FILE), buffer.getvalue())
 
     summary = {
         "model": upscaler.path,
@@ -448,9 +508,7 @@ def evaluate(
             **{name: PERCEPTUAL_CONVENTIONS[name] for name in measured},
         },
     }
-    with tf.io.gfile.GFile(os.path.join(output_dir, METRICS_FILE), "w") as f:
-        f.write(json.dumps(summary, indent=2) + "\n")
-    logging.info("Wrote %s", os.path.join(output_dir, METRICS_FILE))
+    files.atomic_write_json(os.path.join(output_dir, METRICS_FILE), summary)
     return summary
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from dlss_dist import imaging, models
+from dlss_dist import files, imaging, models
 from dlss_dist.data import pipeline
 from dlss_dist.evaluation import baselines, pictures
 from dlss_dist.evaluation import metrics as metrics_lib
@@ -164,9 +164,7 @@ class WriteSamples(PeriodicAction):
         generator = inference_copy(self.trainer.ema_generator or self.trainer.generator)
         grid = sample_grid(generator, self.examples, self.scale)
         path = self.paths.sample(step)
-        tf.io.gfile.makedirs(os.path.dirname(path))
-        with tf.io.gfile.GFile(path, "wb") as f:
-            f.write(imaging.encode_png(grid))
+        files.atomic_write(path, imaging.encode_png(grid))
         with self.writer.as_default(step=step):
             tf.summary.image("lr_nearest|bicubic|sr|hr", grid[None], max_outputs=1)
 

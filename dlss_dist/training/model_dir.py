@@ -86,9 +86,7 @@ class ModelDir:
         return tf.train.latest_checkpoint(self.checkpoints)
 
     def write_operative_config(self, text: str) -> None:
-        tf.io.gfile.makedirs(self.root)
-        with tf.io.gfile.GFile(self.operative_config, "w") as f:
-            f.write(text)
+        files.atomic_write(self.operative_config, text)
 
 
 def make_checkpoint(
@@ -218,10 +216,9 @@ def best_export(export_root: str) -> str | None:
     if not tf.io.gfile.isdir(export_root):
         return None
     versions = [
-        int(name.rstrip("/"))
-        for name in tf.io.gfile.listdir(export_root)
-        if name.rstrip("/").isdigit()
-        and tf.io.gfile.exists(os.path.join(export_root, name.rstrip("/"), "saved_model.pb"))
+        int(name)
+        for name in files.list_dir(export_root)
+        if name.isdigit() and files.exists(os.path.join(export_root, name, "saved_model.pb"))
     ]
     return os.path.join(export_root, str(max(versions))) if versions else None
 
