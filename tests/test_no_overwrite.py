@@ -11,22 +11,18 @@ dlss-demo in test_demo_outputs.py; dlss-train's model directory is its own contr
 import os
 
 import pytest
-from conftest import photo_crops, save_image
+from test_evaluate import hr_folder  # noqa: F401 (a fixture)
 from training_helpers import run_cli
 
 from dlss_dist import files
 from dlss_dist.evaluation import evaluate
 
 
-@pytest.fixture(scope="module")
-def hr_folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hr")
-    for i, crop in enumerate(photo_crops(2, 32, 32, seed=5)):
-        save_image(root / f"img{i + 1}.png", crop)
-    return str(root)
-
-
-def test_eval_refuses_an_earlier_evaluation_unless_overwrite(bicubic_model, hr_folder, tmp_path):
+def test_eval_refuses_an_earlier_evaluation_unless_overwrite(
+    bicubic_model,
+    hr_folder,  # noqa: F811
+    tmp_path,
+):
     out = tmp_path / "eval"
     (out / "grids").mkdir(parents=True)
     (out / "metrics.json").write_text("the user's earlier numbers")
@@ -47,7 +43,7 @@ def test_eval_refuses_an_earlier_evaluation_unless_overwrite(bicubic_model, hr_f
     summary = evaluate.evaluate(
         model=bicubic_model, data=hr_folder, output_dir=str(out), max_grids=1, overwrite=True
     )
-    assert summary["num_images"] == 2
+    assert summary["num_images"] == 3
     # The old grid is gone: grids/ shows this evaluation only.
     assert len(os.listdir(out / "grids")) == 1 and "old.png" not in os.listdir(out / "grids")
     assert sorted(os.listdir(out)) == ["grids", "lr", "metrics.json", "per_image.csv"]

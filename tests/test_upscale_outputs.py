@@ -276,3 +276,18 @@ def test_odd_outscale_video_frames_have_even_sides():
 def test_encode_image_round_trips(photo):
     data = upscale.encode_image(photo, upscale.OutputOptions())
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), photo)
+
+
+def test_outscale_applies_to_videos_with_even_sides(tmp_path):
+    pytest.importorskip("av")
+    from test_video import make_video, moving_frames
+
+    (tmp_path / "in").mkdir()
+    make_video(tmp_path / "in" / "clip.mp4", moving_frames(3, 32, 48))
+    options = upscale.OutputOptions(outscale=1.25, suffix="_s")
+    result = upscale.upscale_files(
+        MODEL, [str(tmp_path / "in")], str(tmp_path / "out"), options=options
+    )
+    assert not result.failures
+    info = video.probe(str(tmp_path / "out" / "clip_s.mp4"))
+    assert (info.width, info.height, info.frames) == (60, 40, 3)
