@@ -42,7 +42,9 @@ import time
 HR_SIZE = 128
 SCALE = 4
 CONTENDERS = ("plain", "beam_1", "beam_2")
+BASELINE_CONTENDERS = ("base_1", "base_2")  # beam_1, beam_2 run from --baseline_repo
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASELINE_REPO = None  # set by --baseline_repo
 
 
 def synthesise(directory: str, count: int) -> None:
@@ -175,9 +177,9 @@ def job_command(input_dir: str, output_dir: str, *extra: str) -> list[str]:
 def contender_command(name: str, input_dir: str, output_dir: str) -> list[str]:
     if name == "plain":
         return [sys.executable, os.path.abspath(__file__), "--_plain", input_dir, output_dir]
-    if name == "beam_1":
+    if name in ("beam_1", "base_1"):
         return job_command(input_dir, output_dir, "--direct_num_workers=1")
-    if name == "beam_2":
+    if name in ("beam_2", "base_2"):
         return job_command(
             input_dir,
             output_dir,
@@ -187,13 +189,19 @@ def contender_command(name: str, input_dir: str, output_dir: str) -> list[str]:
     raise ValueError(f"unknown contender {name!r}; choose from {', '.join(CONTENDERS)}")
 
 
-def _env() -> dict[str, str]:
-    path = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
+def repo_of(name: str) -> str:
+    """The checkout a contender runs from: ``--baseline_repo`` for base_*, else this one."""
+    return BASELINE_REPO if name.startswith("base_") else REPO
+
+
+def _env(repo: str = REPO) -> dict[str, str]:
+    path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=path)
 
 
-def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Runs ``command`` to completion; returns (wall seconds, CPU seconds).
+def timed(command: list[str], repo: str = REPO) -> tuple[float, float]:
+    """Runs ``command`` from checkout ``repo`` (working directory and first on the Python
+    path) to completion; returns (wall seconds, CPU seconds).
 
     CPU is user + system time of the process and of every descendant it waited for (Beam's
     worker processes included), from ``os.wait4``.
@@ -201,7 +209,7 @@ def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float,
     with tempfile.TemporaryFile() as errors:
         start = time.perf_counter()
         process = subprocess.Popen(
-            command, env=env or _env(), stdout=subprocess.DEVNULL, stderr=errors, cwd=REPO
+            command, env=_env(repo), stdout=subprocess.DEVNULL, stderr=errors, cwd=repo
         )
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - start
@@ -231,7 +239,7 @@ def measure(inputs: dict[int, str], work: str, contenders: list[str], rounds: in
             shift = (round_index + size_index) % len(contenders)
             for name in contenders[shift:] + contenders[:shift]:
                 output_dir = os.path.join(work, f"out_{name}_{size}")
-                wall, cpu = timed(contender_command(name, input_dir, output_dir))
+                wall, cpu = timed(contender_command(name, input_dir, output_dir), repo_of(name))
                 shutil.rmtree(output_dir, ignore_errors=True)
                 runs[name][size].append((wall, cpu))
                 print(
@@ -327,6 +335,10 @@ def _traced(trace_json: str, argv: list[str]) -> None:
             json.dump({"stamps": stamps, "bundles": bundles}, f)
 
     atexit.register(dump)
+    if os.environ.get("BENCH_PLAIN_TENSORFLOW_IMPORT"):
+        from dlss_dist import console
+
+        console.import_tensorflow_quietly = lambda: __import__("tensorflow")
     sys.argv = [sys.argv[0], *argv]
     cli.run()
 
@@ -360,33 +372,39 @@ def breakdown(input_dir: str, work: str, contenders: list[str]) -> dict:
     """Phases of one run per worker count (of ``contenders``), and the launcher's imports by
     package."""
     result = {"images": len(os.listdir(input_dir))}
-    for name in (c for c in ("beam_1", "beam_2") if c in contenders):
+    for name in (c for c in ("beam_1", "beam_2", *BASELINE_CONTENDERS) if c in contenders):
         trace_json = os.path.join(work, f"trace_{name}.json")
         output_dir = os.path.join(work, f"trace_out_{name}")
         argv = contender_command(name, input_dir, output_dir)[3:]
         t0 = time.time()
         wall, cpu = timed(
-            [sys.executable, os.path.abspath(__file__), "--_traced", trace_json, *argv]
+            [sys.executable, os.path.abspath(__file__), "--_traced", trace_json, *argv],
+            repo_of(name),
         )
         end = time.time()
         shutil.rmtree(output_dir, ignore_errors=True)
         with open(trace_json) as f:
             trace = json.load(f)
         result[name] = {"wall": wall, "cpu": cpu, "phases": _phases(t0, end, trace)}
-    result["launcher_imports_ms"] = import_costs(input_dir, work)
+    result["launcher_imports_ms"] = import_costs(input_dir, work, REPO)
+    if any(c in BASELINE_CONTENDERS for c in contenders):
+        result["baseline_launcher_imports_ms"] = import_costs(input_dir, work, BASELINE_REPO)
     return result
 
 
-def import_costs(input_dir: str, work: str) -> dict[str, float]:
+def import_costs(input_dir: str, work: str, repo: str) -> dict[str, float]:
     """Milliseconds of the launcher's imports during a 1-worker run, by top-level package:
-    the sum of each module's own time (``python -X importtime``; ``--verbosity=1`` keeps
-    stderr out of the job's log file). Packages under 20 ms are left out."""
+    the sum of each module's own time (``python -X importtime``), the 12 largest and the
+    total. ``--verbosity=1`` keeps stderr out of the job's log file, and TensorFlow, where a
+    checkout imports it, is imported plainly (its quiet import hides its lines)."""
     output_dir = os.path.join(work, "importtime_out")
-    command = job_command(input_dir, output_dir, "--direct_num_workers=1", "--verbosity=1")
+    argv = job_command(input_dir, output_dir, "--direct_num_workers=1", "--verbosity=1")[3:]
+    trace_json = os.path.join(work, "importtime_trace.json")
     result = subprocess.run(
-        [command[0], "-X", "importtime", *command[1:]],
-        env=_env(),
-        cwd=REPO,
+        [sys.executable, "-X", "importtime", os.path.abspath(__file__), "--_traced", trace_json]
+        + argv,
+        env=dict(_env(repo), BENCH_PLAIN_TENSORFLOW_IMPORT="1"),
+        cwd=repo,
         capture_output=True,
         text=True,
         check=True,
@@ -399,7 +417,9 @@ def import_costs(input_dir: str, work: str) -> dict[str, float]:
             package = match.group(2).split(".")[0]
             by_package[package] = by_package.get(package, 0.0) + int(match.group(1)) / 1e3
     top = sorted(by_package.items(), key=lambda item: -item[1])
-    return {name: round(ms, 1) for name, ms in top if ms >= 20}
+    costs = {name: round(ms, 1) for name, ms in top[:12]}
+    costs["total"] = round(sum(by_package.values()), 1)
+    return costs
 
 
 # -- main -----------------------------------------------------------------------------------
@@ -427,13 +447,15 @@ def _print_report(result: dict) -> None:
     if "breakdown" in result:
         b = result["breakdown"]
         print(f"\nbreakdown of one run over {b['images']} images (wall s):")
-        names = [n for n in ("beam_1", "beam_2") if n in b]
+        names = [n for n in ("beam_1", "beam_2", *BASELINE_CONTENDERS) if n in b]
         print(f"{'phase':<52}" + "".join(f"{n:>8}" for n in names))
         for phase in b[names[0]]["phases"]:
             print(f"{phase:<52}" + "".join(f"{b[n]['phases'][phase]:>8.2f}" for n in names))
         print(f"{'total (wall)':<52}" + "".join(f"{b[n]['wall']:>8.2f}" for n in names))
         print(f"{'total (CPU)':<52}" + "".join(f"{b[n]['cpu']:>8.2f}" for n in names))
         print(f"launcher imports by package (ms): {b['launcher_imports_ms']}")
+        if "baseline_launcher_imports_ms" in b:
+            print(f"baseline's (ms): {b['baseline_launcher_imports_ms']}")
     if result.get("per_image_ms_in_process"):
         print(f"per image, in one process (ms): {result['per_image_ms_in_process']}")
     print(f"load average before/after: {result['load_average_before_after']}")
@@ -449,6 +471,11 @@ def main() -> None:
     parser.add_argument(
         "--per_image", type=int, default=0, help="images for an in-process per-image timing"
     )
+    parser.add_argument(
+        "--baseline_repo",
+        help="another checkout (e.g. a worktree of main before a change): adds contenders "
+        "base_1 and base_2, our job run from there, interleaved with the rest",
+    )
     parser.add_argument("--output_json", default="bench/results/preprocess.json")
     parser.add_argument("--_plain", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--_traced", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -462,9 +489,15 @@ def main() -> None:
 
     sizes = sorted(int(s) for s in args.sizes.split(","))
     contenders = [c for c in args.contenders.split(",") if c]
+    known = CONTENDERS
+    if args.baseline_repo:
+        global BASELINE_REPO
+        BASELINE_REPO = os.path.abspath(args.baseline_repo)
+        known = CONTENDERS + BASELINE_CONTENDERS
+        contenders += [c for c in BASELINE_CONTENDERS if c not in contenders]
     for name in contenders:
-        if name not in CONTENDERS:
-            parser.error(f"unknown contender {name!r}; choose from {', '.join(CONTENDERS)}")
+        if name not in known:
+            parser.error(f"unknown contender {name!r}; choose from {', '.join(known)}")
     work = tempfile.mkdtemp(prefix="bench_preprocess_")
     try:
         inputs = {}
