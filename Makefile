@@ -82,7 +82,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 bench: $(STAMP)
-	$(BIN)/python bench/preprocess.py --sizes=2000,10000 --repeats=2
+	$(BIN)/python bench/preprocess.py --sizes=500,3000,10000 --rounds=2 --breakdown
 	$(BIN)/python bench/train_step.py
 	$(BIN)/python bench/serve.py
 
