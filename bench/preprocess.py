@@ -24,7 +24,10 @@ lists what the launcher's imports cost (``python -X importtime``). Writes JSON.
   nice -n 10 .venv/bin/python bench/preprocess.py --sizes=500,3000,10000 --rounds=2 \\
       --breakdown --output_json=bench/results/preprocess.json
 
-``--sizes=20,60 --rounds=1 --contenders=beam_1`` is a quick check (the test suite runs that).
+``--sizes=20,60 --rounds=1 --contenders=beam_1`` is a quick check (the test suite runs that);
+``--rounds=0 --breakdown`` the breakdown alone. ``--baseline_repo=DIR`` adds ``base_1`` and
+``base_2``: the same job run from another checkout (e.g. ``git worktree add --detach DIR
+<commit before a change>``), interleaved with the others, in the breakdown too.
 """
 
 from __future__ import annotations
@@ -427,7 +430,7 @@ def import_costs(input_dir: str, work: str, repo: str) -> dict[str, float]:
 
 def _print_report(result: dict) -> None:
     sizes = result["sizes"]
-    for kind in ("wall", "cpu"):
+    for kind in (k for k in ("wall", "cpu") if k in result):
         table = result[kind]
         best = table["best_seconds"]
         print(f"\n{kind} time, best of {result['rounds']} (s; ratio to plain / to beam_1):")
@@ -464,7 +467,9 @@ def _print_report(result: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="500,3000,10000", help="image counts, e.g. 500,3000")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (best of N)")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="interleaved rounds (best of N); 0: none"
+    )
     parser.add_argument("--contenders", default=",".join(CONTENDERS), help="which to run")
     parser.add_argument("--breakdown", action="store_true", help="also time the phases")
     parser.add_argument("--breakdown_size", type=int, default=200, help="images for it")
@@ -499,6 +504,8 @@ def main() -> None:
         if name not in known:
             parser.error(f"unknown contender {name!r}; choose from {', '.join(known)}")
     work = tempfile.mkdtemp(prefix="bench_preprocess_")
+    if args.rounds == 0:  # the breakdown (or per-image timing) alone
+        sizes = sizes[-1:] if args.per_image else []
     try:
         inputs = {}
         for size in sizes:
@@ -521,9 +528,10 @@ def main() -> None:
             result["per_image_ms_in_process"] = per_image_milliseconds(
                 inputs[sizes[-1]], args.per_image
             )
-        runs = measure(inputs, work, contenders, args.rounds)
-        result["all_runs_wall_cpu_seconds"] = runs
-        result.update(summarise(runs, sizes))
+        if args.rounds:
+            runs = measure(inputs, work, contenders, args.rounds)
+            result["all_runs_wall_cpu_seconds"] = runs
+            result.update(summarise(runs, sizes))
         result["load_average_before_after"] = [load_before, os.getloadavg()[0]]
     finally:
         shutil.rmtree(work, ignore_errors=True)
