@@ -380,6 +380,7 @@ def test_overwrite_replaces_a_dataset(sample_photos, make_dataset, tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_console_script_exit_code(tmp_path):
     script = shutil.which("dlss-preprocess", path=os.path.dirname(sys.executable))
     command = [script] if script else [sys.executable, "-m", "beam_jobs.images_to_tfrecords"]

@@ -17,6 +17,9 @@ from training_helpers import REPO, run_cli, train_command, train_env
 from dlss_dist import export
 from dlss_dist.models.generators import srresnet_generator
 
+# Every test here runs a tool in a fresh process (each pays a TensorFlow import).
+pytestmark = pytest.mark.slow
+
 # tool -> (module, its own flags, a default --help must show)
 TOOLS = {
     "dlss-train": ("train", ["gin_file", "gin_param", "model_dir", "data_dir"], None),

@@ -85,6 +85,7 @@ def test_every_kind_of_damage_is_listed(dataset):
     assert f"{stray}: not listed in manifest.json" in damage
 
 
+@pytest.mark.slow
 def test_verify_cli(dataset):
     command = [sys.executable, "-m", "dlss_dist.cli.verify", f"--data={dataset}"]
     whole = subprocess.run(command, env=train_env(), capture_output=True, text=True, cwd=REPO)
@@ -126,6 +127,7 @@ def test_skipping_damaged_records_is_opt_in_and_counted(dataset, bind_input, cap
     assert len(pipeline.load_examples(dataset, "train", 100)) == sum(lengths)
 
 
+@pytest.mark.slow
 def test_a_flipped_byte_stops_dlss_train_naming_the_file(dataset, tmp_path):
     flip_a_byte(shards(dataset)[0])
     result = subprocess.run(

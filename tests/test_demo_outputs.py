@@ -117,6 +117,7 @@ def test_bad_settings_fail_before_anything_is_touched(tmp_path, monkeypatch, set
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_cli_bad_setting_is_one_line_and_the_users_photos_survive(tmp_path):
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "holiday.jpg").write_text("a user's photo")

@@ -122,6 +122,7 @@ def test_empty_split_is_a_clear_error(bicubic_model, tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_beam_dataset_through_the_cli(bicubic_model, make_dataset, sample_photos, tmp_path):
     data = make_dataset("--scale=2", "--hr_size=32", input_dir=sample_photos)
     manifest = schema.read_manifest(data)

@@ -161,6 +161,7 @@ def test_compare_and_perceptual_errors_are_clear(bicubic_model, hr_folder, tmp_p
     assert evaluate.select_perceptual(["niqe", "lpips"]) == (["lpips", "niqe"], [])
 
 
+@pytest.mark.slow
 def test_cli_scores_a_compared_folder(bicubic_model, hr_folder, tmp_path):
     out = tmp_path / "eval"
     other = tmp_path / "other"

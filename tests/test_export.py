@@ -124,6 +124,7 @@ def test_truncated_image_fails_in_the_decoder(loaded, photo):
         loaded.signatures["serving_default"](image_bytes=tf.constant([truncated]))
 
 
+@pytest.mark.slow
 def test_loads_in_a_fresh_process_without_dlss_dist_or_keras(
     saved_model, generator, photo, tmp_path
 ):
@@ -244,6 +245,7 @@ def test_load_generator_restores_ema_or_generator(tmp_path, use_ema):
     assert model_dir_lib.checkpoint_step(latest) == 7
 
 
+@pytest.mark.slow
 def test_export_cli_writes_a_version_folder(tmp_path, photo):
     ema = tiny_generator(seed=3)
     model_dir = tmp_path / "model"

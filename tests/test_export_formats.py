@@ -183,6 +183,7 @@ def test_bad_arguments_and_foreign_models_are_rejected(generator, tmp_path):
         OnnxRuntime(str(tmp_path / "foreign.onnx"))
 
 
+@pytest.mark.slow
 def test_export_cli_writes_the_requested_formats(tmp_path):
     # test_export's model dir: an x2 generator with 8 filters and 1 block.
     ema = tiny_generator(seed=5)

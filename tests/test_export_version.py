@@ -75,6 +75,7 @@ def test_a_real_full_disk_leaves_no_version_folder(generator, small_tmpfs):  # n
     assert os.listdir(small_tmpfs) == ["filler"]
 
 
+@pytest.mark.slow
 def test_a_bad_variant_is_refused_before_anything_is_written(tmp_path):
     write_model_dir(tmp_path / "model", generator=tiny_generator(seed=4), step=5)
     result = run_cli(
@@ -97,6 +98,7 @@ def test_a_bad_variant_is_refused_before_anything_is_written(tmp_path):
     assert not (tmp_path / "serving").exists()
 
 
+@pytest.mark.slow
 def test_cli_refuses_an_occupied_version_in_one_line(tmp_path):
     write_model_dir(tmp_path / "model", generator=tiny_generator(seed=4), step=5)
     other_models_export(tmp_path / "serving" / "5")

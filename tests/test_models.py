@@ -372,6 +372,7 @@ print("replicas", strategy.num_replicas_in_sync, "ok")
 """
 
 
+@pytest.mark.slow
 def test_unet_discriminator_trains_under_two_replicas():
     """The power-iteration state is assigned inside strategy.run, which MirroredStrategy
     allows only for variables aggregated "only_first_replica" (two logical CPUs must be set

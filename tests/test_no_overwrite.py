@@ -18,6 +18,7 @@ from dlss_dist import files
 from dlss_dist.evaluation import evaluate
 
 
+@pytest.mark.slow
 def test_eval_refuses_an_earlier_evaluation_unless_overwrite(
     bicubic_model,
     hr_folder,  # noqa: F811

@@ -72,6 +72,7 @@ def test_corrupt_jpeg_is_a_reject():
     imaging.decode_image(jpeg_bytes(load_photo("coffee")[:64, :64]))  # the intact one is fine
 
 
+@pytest.mark.slow
 def test_links_special_files_and_bad_names_are_rejected_with_reasons(tmp_path):
     root = tmp_path / "in"
     crops = photo_crops(4, 48, 48, seed=21)
@@ -339,6 +340,7 @@ CHATTER = (
 )
 
 
+@pytest.mark.slow
 def test_default_console_is_a_short_story(tmp_path, sample_photos):
     out = tmp_path / "out"
     result = _cli(

@@ -131,6 +131,7 @@ def test_the_story_says_how_many_workers_and_why(tmp_path, sample_photos, monkey
             assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
 
 
+@pytest.mark.slow
 def test_bench_preprocess_smoke(tmp_path):
     """bench/preprocess.py end to end at a smoke size: its JSON has every table."""
     out = tmp_path / "preprocess.json"
@@ -175,6 +176,7 @@ print("STATUS", status, "HEAVY", heavy)
 """
 
 
+@pytest.mark.slow
 def test_a_local_run_imports_no_tensorflow(tmp_path, sample_photos):
     """The launcher, the lock and (one worker: in this process) every step of the pipeline
     run without TensorFlow, whose import alone took seconds of every run's start-up."""

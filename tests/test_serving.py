@@ -222,6 +222,7 @@ def test_a_wrong_model_fails_in_one_line_before_tensorflow(tmp_path):
         assert "realworld_x4_cpu" in lines[0]
 
 
+@pytest.mark.slow
 def test_export_converts_a_starter_model_and_refuses_an_onnx_file(tmp_path, photo):
     result = run_cli(
         "export", "--model=realworld_x4_cpu", f"--export_dir={tmp_path}", "--format=onnx"
@@ -240,6 +241,7 @@ def test_export_converts_a_starter_model_and_refuses_an_onnx_file(tmp_path, phot
     assert not os.path.exists(tmp_path / "x")
 
 
+@pytest.mark.slow
 def test_upscale_prints_no_tensorflow_banner(training_dir, photo, tmp_path):
     Image.fromarray(photo).save(tmp_path / "photo.png")
     # As a user runs it: no TF_CPP_MIN_LOG_LEVEL of our own in the environment.

@@ -218,6 +218,7 @@ def measure(mode: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_peak_memory_of_the_bombs_is_bounded():
     growth = measure("bounded")
     assert growth["png_refused"] and growth["gif_shape"] == [2000, 2000, 3]

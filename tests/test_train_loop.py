@@ -257,6 +257,7 @@ def test_a_dead_runs_lock_is_taken_over_and_training_resumes(trained_model_dir, 
     assert model_dir_lib.checkpoint_step(latest) == 6
 
 
+@pytest.mark.slow
 def test_train_cli_reports_a_bad_setting_in_one_line(tmp_path, train_dataset):
     result = th.run_train(str(tmp_path / "model"), train_dataset, "train_loop.warmup_steps = -1")
     assert result.returncode == 1
@@ -265,6 +266,7 @@ def test_train_cli_reports_a_bad_setting_in_one_line(tmp_path, train_dataset):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_train_cli_refuses_an_unused_macro_in_one_line(tmp_path, train_dataset):
     # Issue 19 case 12 through the tool (the other gin checks: test_config.py): exit 1.
     model_dir = tmp_path / "model"
@@ -277,6 +279,7 @@ def test_train_cli_refuses_an_unused_macro_in_one_line(tmp_path, train_dataset):
     assert not model_dir.exists()
 
 
+@pytest.mark.slow
 def test_train_cli_refuses_a_locked_model_dir(trained_model_dir, train_dataset):
     with run_lock.RunLock(trained_model_dir, "dlss-train"):
         result = th.run_train(trained_model_dir, train_dataset, "train_loop.total_steps = 8")
@@ -286,6 +289,7 @@ def test_train_cli_refuses_a_locked_model_dir(trained_model_dir, train_dataset):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_dlss_eval_scores_an_untrained_generator_exactly_as_bicubic(tmp_path):
     # The generator's skip and the evaluation baseline are one function, so an untrained
     # SRResNet (last conv zero) and the bicubic baseline agree to the last bit.
@@ -312,6 +316,7 @@ def test_dlss_eval_scores_an_untrained_generator_exactly_as_bicubic(tmp_path):
     assert summary["metrics"]["bicubic"]["psnr_rgb"] > summary["metrics"]["nearest"]["psnr_rgb"]
 
 
+@pytest.mark.slow
 def test_dlss_export_uses_the_runs_max_input_pixels(train_dataset, tmp_path, clean_gin):
     # One home for the limit: train_loop.max_input_pixels, read back from the run's
     # operative config by dlss-export (its flag only overrides).

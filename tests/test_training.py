@@ -98,6 +98,7 @@ def _pixel_losses(model_dir: str) -> list[float]:
     return [value for _, value in sorted(values)]
 
 
+@pytest.mark.slow
 def test_loss_falls_and_outputs_are_written(dataset, tmp_path):
     model_dir = str(tmp_path / "model")
     # A generator without the bicubic skip starts far from the target, so learning shows.
@@ -124,6 +125,7 @@ def test_loss_falls_and_outputs_are_written(dataset, tmp_path):
     assert th.checkpoint_step(th.latest_checkpoint(model_dir)) == 40
 
 
+@pytest.mark.slow
 def test_one_replica_equals_two_replicas(dataset, tmp_path):
     weights = {}
     for replicas in (1, 2):
@@ -149,6 +151,7 @@ RESUME_PARAMS = (
 )
 
 
+@pytest.mark.slow
 def test_sigkill_then_restart_equals_uninterrupted_run(dataset, tmp_path):
     straight = str(tmp_path / "straight")
     result = th.run_train(straight, dataset, *RESUME_PARAMS)
@@ -185,6 +188,7 @@ def _start_endless_run(model_dir: str, dataset: str):
     )
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_at_the_current_step(dataset, tmp_path):
     model_dir = str(tmp_path / "model")
     process = _start_endless_run(model_dir, dataset)
@@ -206,6 +210,7 @@ def test_sigterm_saves_a_checkpoint_at_the_current_step(dataset, tmp_path):
     assert th.checkpoint_step(th.latest_checkpoint(model_dir)) == stopped
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(dataset, tmp_path, clean_gin):
     model_dir = str(tmp_path / "model")
     # The warm-up is finite and checkpointed at step 4; the adversarial weight then
@@ -258,6 +263,7 @@ def test_two_worker_processes_train_together(dataset, tmp_path):
     assert fingerprints[0] == fingerprints[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "switch", ["train_loop.jit_compile = True", "train_loop.mixed_precision = True"]
 )
@@ -308,6 +314,7 @@ def test_multi_worker_refuses_logical_cpu_devices(monkeypatch):
         distribute.create_strategy("multi_worker", num_cpu_devices=2)
 
 
+@pytest.mark.slow
 def test_train_cli_requires_a_gin_file(tmp_path):
     result = subprocess.run(
         th.train_command(str(tmp_path), str(tmp_path))[:3]
@@ -321,6 +328,7 @@ def test_train_cli_requires_a_gin_file(tmp_path):
     assert "give at least one --gin_file" in result.stderr
 
 
+@pytest.mark.slow
 def test_sigint_saves_a_checkpoint_and_exits_130(dataset, tmp_path):
     model_dir = str(tmp_path / "model")
     process = _start_endless_run(model_dir, dataset)
@@ -336,6 +344,7 @@ def test_sigint_saves_a_checkpoint_and_exits_130(dataset, tmp_path):
     assert th.checkpoint_step(th.latest_checkpoint(model_dir)) == stopped
 
 
+@pytest.mark.slow
 def test_a_second_sigint_exits_at_once_mid_chunk(dataset, tmp_path):
     model_dir = str(tmp_path / "model")
     # One chunk of 100000 steps: without the second Ctrl-C it would run for hours.

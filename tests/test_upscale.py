@@ -145,6 +145,7 @@ def test_interpolation_needs_two_inputs(upscaler, photo, tmp_path):
         upscale.upscale_files(upscaler, [str(tmp_path / "a.png")], str(tmp_path), interpolate=2)
 
 
+@pytest.mark.slow
 def test_cli_reports_bad_inputs_and_keeps_the_others(saved_model, photo, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()

@@ -49,6 +49,7 @@ def run_upscale_cli(*args):
 # --- issue 19 case 1: a video upscaled into its own folder -------------------------------
 
 
+@pytest.mark.slow
 def test_a_video_into_its_own_folder_is_refused(tmp_path):
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"the user's only copy")
@@ -78,6 +79,7 @@ def test_a_video_onto_an_existing_file_is_refused_unless_overwrite(tmp_path):
 # --- issue 19 case 2 / issue 18 item 3: files that are not among the inputs ----------------
 
 
+@pytest.mark.slow
 def test_an_existing_output_that_is_not_an_input_is_never_replaced(tmp_path, photo):
     up1, up2 = tmp_path / "up1", tmp_path / "up2"
     up1.mkdir()
@@ -183,6 +185,7 @@ def test_any_write_error_fails_that_input_only(tmp_path, monkeypatch, photo):
 # --- also noticed: --output=x.flv made a folder while x.avi was refused -------------------
 
 
+@pytest.mark.slow
 def test_a_file_like_output_name_is_refused_not_made_a_folder(tmp_path, photo):
     save_image(tmp_path / "in.png", photo)
     result = run_upscale_cli(f"--input={tmp_path / 'in.png'}", f"--output={tmp_path / 'x.flv'}")

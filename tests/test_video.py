@@ -201,6 +201,7 @@ def test_errors_name_the_problem(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["clip.mp4"]
 
 
+@pytest.mark.slow
 def test_cli_upscales_one_video_to_a_file(upscaler, tmp_path):
     clip = make_video(tmp_path / "clip.mp4", moving_frames(4), audio_codec="aac")
     command = [
