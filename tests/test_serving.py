@@ -264,3 +264,23 @@ def test_upscale_prints_no_tensorflow_banner(training_dir, photo, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     for banner in ("oneDNN", "absl::InitializeLog", "cpu_feature_guard", "port.cc"):
         assert banner not in result.stderr, result.stderr
+
+
+def test_a_savedmodel_in_a_model_dir_converts_with_the_runs_config(
+    training_dir, generator, tmp_path
+):
+    from dlss_dist.serving import convert
+
+    try:
+        found = convert.source_generator(serving.locate(os.path.join(training_dir, "export")))
+    finally:
+        gin.clear_config()
+    assert found.version == 9 and found.scale == SCALE and found.max_input_pixels == 64 * 64
+    for rebuilt, original in zip(found.generator.weights, generator.weights, strict=True):
+        np.testing.assert_array_equal(rebuilt.numpy(), original.numpy())
+    # An ONNX file and a SavedModel without any operative config are refused, saying why.
+    with pytest.raises(ValueError, match="end point"):
+        convert.source_generator(serving.locate(os.path.join(training_dir, "export/9/model.onnx")))
+    alone = export.export_generator(generator, str(tmp_path / "5"), scale=SCALE)
+    with pytest.raises(ValueError, match="operative_config.gin of its training run"):
+        convert.source_generator(serving.locate(alone))
