@@ -191,7 +191,7 @@ def upscale_video(
 
     Args:
       upscale_frame: HxWx3 uint8 RGB -> an RGB frame of `frame_size` (scale*H x scale*W for
-        an integer scale), e.g. a `SavedModelUpscaler` with its tiling arguments bound.
+        an integer scale), e.g. a `dlss_dist.serving.Upscaler` with its tiling arguments bound.
       input_path: a video file FFmpeg can decode.
       output_path: the video to write; its extension picks the container (.mp4, .m4v,
         .mov, .mkv: H.264; .webm: VP9).
