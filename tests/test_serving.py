@@ -302,3 +302,18 @@ def test_the_memory_benchmark_runs_at_a_smoke_size(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [(r["format"], r["mode"]) for r in rows] == [("onnx", "auto"), ("onnx", "untiled")]
     assert all(r["peak_mb"] >= r["loaded_mb"] > 0 and r["output"] == "176x176" for r in rows)
+
+
+def test_a_savedmodel_without_tensorflow_says_what_to_install(generator, photo, tmp_path):
+    alone = export.export_generator(generator, str(tmp_path / "7"), scale=SCALE)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    result = run_without_tensorflow(
+        "upscale",
+        "upscale",
+        f"--model={alone}",
+        f"--input={tmp_path / 'photo.png'}",
+        f"--output={tmp_path / 'out'}",
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "TensorFlow is not installed: pip install" in lines[0], lines

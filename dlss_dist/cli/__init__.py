@@ -72,9 +72,19 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+def is_missing_extra(error: BaseException) -> bool:
+    """An optional dependency the user has not installed, reported by the library as an
+    ImportError with the command that installs it ("... pip install 'dlss_dist[onnx]'")."""
+    return isinstance(error, ImportError) and "pip install" in str(error)
+
+
 def is_user_error(error: BaseException) -> bool:
     """Whether `error` is the user's to fix (one line, no traceback) rather than a bug."""
-    return isinstance(error, _user_error_types()) or getattr(type(error), "user_error", False)
+    return (
+        isinstance(error, _user_error_types())
+        or getattr(type(error), "user_error", False)
+        or is_missing_extra(error)
+    )
 
 
 def one_line(error: BaseException) -> str:
