@@ -11,8 +11,8 @@ stay under. Each image is upscaled in tiles no larger than what ``max_memory`` m
 current RSS minus the output array allows, and never larger than `MAX_AUTO_TILE` (bigger tiles
 were slower per pixel on CPU). The cost per input pixel is first taken from a conservative
 estimate (`FALLBACK_BYTES_PER_OUTPUT_PIXEL` x scale^2); only when that does not fit is it
-measured, once: a 128x128 probe call with the kernel's peak-RSS counter reset before it
-(Linux; elsewhere the estimate stays).
+measured, once: the peak-RSS growth of a 128x128 call minus that of a 32x32 one (the kernel's
+peak-RSS counter reset before each; Linux, elsewhere the estimate stays).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from dlss_dist.serving import memory, tiling
 # than a 512-pixel one (bench/serve.py --parts=memory; BENCHMARKS.md), whatever the budget.
 MAX_AUTO_TILE = 256
 PROBE_SIZE = 128
+WARM_UP_SIZE = 32
 # Measured costs are multiplied by this: allocator slack and a busier call than the probe.
 SAFETY = 1.25
 # Per input pixel per scale^2, where the cost cannot be measured: above the ~0.8 KB measured
@@ -170,14 +171,23 @@ class Upscaler:
         if self.max_input_pixels is not None:
             side = min(side, math.isqrt(self.max_input_pixels))
         probe = np.full((1, side, side, 3), 128, np.uint8)
-        self.upscale_batch(probe[:, :16, :16])  # first-call set-up is not per-pixel cost
-        before = memory.current_rss()
-        if before is None or not memory.reset_peak():
+        small = WARM_UP_SIZE
+
+        def growth(images: np.ndarray) -> int | None:
+            """Peak RSS growth of one call, or None where it cannot be measured."""
+            before = memory.current_rss()
+            if before is None or not memory.reset_peak():
+                return None
+            self.upscale_batch(images)
+            return max((memory.peak_rss() or before) - before, 0)
+
+        # Each call is the first at its shape, so both pay the runtime's per-shape set-up
+        # (kernel selection, plans); the difference between them is what pixels cost.
+        fixed, total = growth(probe[:, :small, :small]), growth(probe)
+        if fixed is None or total is None:
             logging.info("Cannot measure memory here: assuming %d bytes per pixel", fallback)
             return float(fallback)
-        self.upscale_batch(probe)
-        peak = memory.peak_rss() or before
-        measured = max(peak - before, 0) / side**2
+        measured = max(total - fixed, 0) / (side**2 - small**2)
         # A floor: the output and input of the call itself can never be cheaper than this.
         floor = 3 * (self.scale**2 + 1)
         cost = max(measured, floor) * SAFETY
