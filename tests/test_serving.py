@@ -317,3 +317,24 @@ def test_a_savedmodel_without_tensorflow_says_what_to_install(generator, photo, 
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "TensorFlow is not installed: pip install" in lines[0], lines
+
+
+def test_a_video_upscales_with_onnx_without_tensorflow(training_dir, tmp_path):
+    """The inference-only install with the `video` extra: PyAV in, ONNX Runtime, PyAV out."""
+    import av
+    from test_video import make_video, moving_frames
+
+    clip = make_video(tmp_path / "clip.mp4", moving_frames(3, 24, 32))
+    onnx_file = os.path.join(training_dir, "export", "9", "model.onnx")
+    result = run_without_tensorflow(
+        "upscale",
+        "upscale",
+        f"--model={onnx_file}",
+        f"--input={clip}",
+        f"--output={tmp_path}/x2.mp4",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with av.open(str(tmp_path / "x2.mp4")) as container:
+        stream = container.streams.video[0]
+        assert (stream.width, stream.height) == (64, 48)
+        assert sum(1 for _ in container.decode(stream)) == 3
