@@ -52,9 +52,9 @@ _OLD_PREFIX = "_replaced-"  # <output_dir>/_replaced-<run id>/: the old one, whi
 _LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner")
 # Runners that honour --direct_num_workers (the job picks a default for them).
 _WORKER_RUNNERS = ("FnApiRunner", "DirectRunner", "SwitchingDirectRunner")
-# Below this many inputs one worker finishes first: a second worker process costs about a
-# second of start-up (its Python and Beam imports) and saves a few ms per input
-# (BENCHMARKS.md, issue 20).
+# Below this many inputs one worker finishes first: on two free cores, two worker processes
+# cost about 1.3 s more start-up (their Python and Beam imports) and save about 1.4 ms per
+# input, break-even near 900 inputs (BENCHMARKS.md, issue 20).
 WORKERS_PAY_OFF_FROM = 1000
 # The command Beam's FnApiRunner starts a multi_processing worker with, and ours (worker.py).
 _BEAM_WORKER_COMMAND = f"{sys.executable} -m apache_beam.runners.worker.sdk_worker_main"
