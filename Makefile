@@ -90,13 +90,22 @@ realworld-compare: anchors-weights
 	$(BIN)/dlss-eval --model=$(RW)/realworld_x4/export --data=photos/test --degradation=realistic \
 	  --output_dir=$(RW)/lr_realistic --perceptual=none --max_grids=0
 	$(BIN)/python bench/anchors.py --lr_dir=$(RW)/lr_realistic/lr --output_dir=$(RW)/anchors
-	$(BIN)/dlss-upscale --model=$(RW)/realworld_x4/export --input=$(RW)/lr_realistic/lr \
-	  --output=$(RW)/sr/realworld_x4
+	for m in realworld_x4 realworld_x4_gan; do \
+	  $(BIN)/dlss-upscale --model=$(RW)/$$m/export --input=$(RW)/lr_realistic/lr \
+	    --output=$(RW)/sr/$$m || exit 1; \
+	done
 	$(BIN)/dlss-eval --model=$(RW)/realworld_x4_gan/export --data=photos/test \
 	  --degradation=realistic --output_dir=$(RW)/eval_realistic \
 	  --compare=span_x4=$(RW)/anchors/span_x4 \
 	  --compare=realesrgan_x4plus=$(RW)/anchors/realesrgan_x4plus \
 	  --compare=realworld_x4=$(RW)/sr/realworld_x4
+	$(BIN)/python bench/colour_shift.py --hr_dir=photos/test --lr_dir=$(RW)/eval_realistic/lr \
+	  --sr=span_x4=$(RW)/anchors/span_x4 --sr=realesrgan_x4plus=$(RW)/anchors/realesrgan_x4plus \
+	  --sr=realworld_x4=$(RW)/sr/realworld_x4 --sr=realworld_x4_gan=$(RW)/sr/realworld_x4_gan
+	$(BIN)/python bench/compare_grid.py --hr_dir=photos/test --lr_dir=$(RW)/eval_realistic/lr \
+	  --num_crops=4 --crop=160 --output=$(RW)/comparison_grid.png \
+	  --sr="SPAN x4=$(RW)/anchors/span_x4" --sr="Real-ESRGAN x4plus=$(RW)/anchors/realesrgan_x4plus" \
+	  --sr="ours: realworld_x4=$(RW)/sr/realworld_x4" --sr="ours: realworld_x4_gan=$(RW)/sr/realworld_x4_gan"
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -1,7 +1,7 @@
 r"""Peak memory: the `Upscaler` across input sizes (--part=sizes), and the `serving_default`
 signature on image bombs (--part=bombs, the default), one process per case.
 
-Sizes: a starter model (default realworld_x4_cpu) upscales a photograph of 0.3, 1, 4 and 16
+Sizes: a starter model (default realworld_x4) upscales a photograph of 0.3, 1, 4 and 16
 megapixels in a fresh process each, through `dlss_dist.serving.load_upscaler` with the default
 memory budget (tiles chosen automatically) and, for the sizes in --untiled_sizes, in one untiled
 call (the old default below the export's 4 MP limit). Each row: peak resident memory of the
@@ -146,7 +146,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="JSON file to write")
     parser.add_argument("--part", choices=["bombs", "sizes"], default="bombs")
-    parser.add_argument("--model", default="realworld_x4_cpu", help="sizes: the model")
+    parser.add_argument("--model", default="realworld_x4", help="sizes: the model")
     parser.add_argument("--sizes", default="0.3,1,4,16", help="sizes: megapixels")
     parser.add_argument("--untiled_sizes", default="0.3", help="sizes: also run these untiled")
     parser.add_argument("--formats", default="savedmodel,onnx", help="sizes: savedmodel, onnx")

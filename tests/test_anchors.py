@@ -143,3 +143,23 @@ def test_build_grid_columns_lr_bicubic_each_sr_and_hr(tmp_path):
         compare_grid.build_grid(
             str(tmp_path / "hr"), str(tmp_path / "lr"), [], crop=32, crops=[("k", 2, 0)]
         )
+
+
+colour_shift = _bench_module("colour_shift")
+
+
+def test_colour_shift_measures_each_methods_mean_colour_against_hr(tmp_path):
+    """bench/colour_shift.py: a method that adds 3 levels of red shows +3 in red; bicubic of a
+    flat image shows none."""
+    hr = np.full((16, 24, 3), 100, np.uint8)
+    lr = np.full((4, 6, 3), 100, np.uint8)
+    redder = hr.copy()
+    redder[..., 0] += 3
+    for folder, image in (("hr", hr), ("lr", lr), ("red", redder)):
+        (tmp_path / folder).mkdir()
+        save_image(str(tmp_path / folder / "a.png"), image)
+    shifts = colour_shift.colour_shifts(
+        str(tmp_path / "hr"), str(tmp_path / "lr"), {"red": str(tmp_path / "red")}, 4
+    )
+    np.testing.assert_allclose(shifts["red"], [[3.0, 0.0, 0.0]])
+    np.testing.assert_allclose(shifts["bicubic"], [[0.0, 0.0, 0.0]], atol=1e-9)

@@ -157,7 +157,7 @@ def test_the_starter_model_loads_by_name_from_the_wheel(installed, sample_photos
     work, env, bin_dir = installed["work"], installed["env"], installed["bin"]
     photo = sorted(p for p in Path(sample_photos).iterdir() if p.is_file())[0]
     _run(
-        [str(bin_dir / "dlss-upscale"), "--model=realworld_x4_cpu", f"--input={photo}"]
+        [str(bin_dir / "dlss-upscale"), "--model=realworld_x4", f"--input={photo}"]
         + ["--output=starter_out"],
         cwd=work,
         env=env,
@@ -172,7 +172,7 @@ def test_the_starter_model_loads_by_name_from_the_wheel(installed, sample_photos
         timeout=120,
     )
     assert unknown.returncode == 1
-    assert "starter models: realworld_x4_cpu" in unknown.stderr
+    assert "starter models: realworld_x4, realworld_x4_gan" in unknown.stderr
 
 
 def test_the_inference_only_install_upscales_with_onnx(installed_without_tensorflow, sample_photos):
@@ -187,8 +187,8 @@ def test_the_inference_only_install_upscales_with_onnx(installed_without_tensorf
     )
     assert missing.returncode != 0  # really no TensorFlow here
     photo = sorted(p for p in Path(sample_photos).iterdir() if p.is_file())[0]
-    onnx_file = installed["site"] / "dlss_dist" / "starter_models" / "realworld_x4_cpu"
-    for i, model in enumerate(("realworld_x4_cpu", str(onnx_file / "model.onnx"))):
+    onnx_file = installed["site"] / "dlss_dist" / "starter_models" / "realworld_x4"
+    for i, model in enumerate(("realworld_x4", str(onnx_file / "model.onnx"))):
         _run(
             [str(bin_dir / "dlss-upscale"), f"--model={model}", f"--input={photo}"]
             + [f"--output=onnx_out_{i}"],

@@ -103,7 +103,7 @@ def test_a_model_dir_without_exports_runs_its_newest_checkpoint(generator, tmp_p
 
 
 def test_unknown_names_and_non_models_are_refused_clearly(tmp_path):
-    with pytest.raises(FileNotFoundError, match="starter models: .*realworld_x4_cpu"):
+    with pytest.raises(FileNotFoundError, match="starter models: .*realworld_x4"):
         serving.load_upscaler("realworld_x9")
     text = tmp_path / "notes.txt"
     text.write_text("hello")
@@ -114,8 +114,8 @@ def test_unknown_names_and_non_models_are_refused_clearly(tmp_path):
 
 
 def test_starter_models_are_found_by_name():
-    assert "realworld_x4_cpu" in serving.starter_models()
-    source = serving.locate("realworld_x4_cpu")
+    assert "realworld_x4" in serving.starter_models()
+    source = serving.locate("realworld_x4")
     assert source.kind == "savedmodel"
     assert os.path.isfile(os.path.join(source.path, "model.onnx"))
 
@@ -195,7 +195,7 @@ def test_the_starter_model_runs_by_name_without_tensorflow(photo, tmp_path):
     result = run_without_tensorflow(
         "upscale",
         "upscale",
-        "--model=realworld_x4_cpu",
+        "--model=realworld_x4",
         f"--input={tmp_path / 'small.png'}",
         f"--output={tmp_path / 'out'}",
     )
@@ -203,7 +203,7 @@ def test_the_starter_model_runs_by_name_without_tensorflow(photo, tmp_path):
     with Image.open(tmp_path / "out" / "small.png") as written:
         assert written.size == (128, 96)
     # What the SavedModel says, within one grey level: the shipped ONNX is the same network.
-    savedmodel = serving.load_upscaler(serving.locate("realworld_x4_cpu").path)
+    savedmodel = serving.load_upscaler(serving.locate("realworld_x4").path)
     difference = np.abs(
         np.asarray(Image.open(tmp_path / "out" / "small.png")).astype(int)
         - savedmodel(photo[:24, :32])
@@ -220,17 +220,15 @@ def test_a_wrong_model_fails_in_one_line_before_tensorflow(tmp_path):
         assert result.returncode == 1, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"dlss-{tool}: error: model "), lines
-        assert "realworld_x4_cpu" in lines[0]
+        assert "realworld_x4" in lines[0]
 
 
 @pytest.mark.slow
 def test_export_converts_a_starter_model_and_refuses_an_onnx_file(tmp_path, photo):
-    result = run_cli(
-        "export", "--model=realworld_x4_cpu", f"--export_dir={tmp_path}", "--format=onnx"
-    )
+    result = run_cli("export", "--model=realworld_x4", f"--export_dir={tmp_path}", "--format=onnx")
     assert result.returncode == 0, result.stderr[-3000:]
     converted = serving.load_upscaler(str(tmp_path / "1" / "model.onnx"))
-    starter = serving.load_upscaler(serving.locate("realworld_x4_cpu").path)
+    starter = serving.load_upscaler(serving.locate("realworld_x4").path)
     small = photo[:24, :32]
     assert np.abs(converted(small).astype(int) - starter(small)).max() <= 1
 

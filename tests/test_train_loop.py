@@ -78,9 +78,7 @@ SHRINK = {
     "realworld_x4_gpu.gin": [
         "srresnet_generator.num_filters = 8",
         "srresnet_generator.num_blocks = 1",
-        "srgan_discriminator.num_filters = 8",
-        "srgan_discriminator.num_stages = 2",
-        "srgan_discriminator.dense_units = 16",
+        "unet_discriminator.num_filters = 8",
         "HR_CROP = 32",
         "train_loop.mixed_precision = False",
     ],

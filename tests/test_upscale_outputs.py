@@ -43,7 +43,7 @@ def photo():
 
 def run_upscale_cli(*args):
     # The checks under test run after the model is found, before it is loaded.
-    return run_cli("upscale", "--model=realworld_x4_cpu", *args)
+    return run_cli("upscale", "--model=realworld_x4", *args)
 
 
 # --- issue 19 case 1: a video upscaled into its own folder -------------------------------

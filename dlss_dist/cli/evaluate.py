@@ -2,7 +2,7 @@ r"""Measures a model against bicubic and nearest-neighbour upscaling.
 
   dlss-eval --model=/models/celeba/export --data=/data/celeba --split=test --output_dir=eval/
   dlss-eval --model=/models/celeba/export/2000 --data=photos/ --output_dir=eval/
-  dlss-eval --model=realworld_x4_cpu --data=photos/ --output_dir=eval/ --degradation=realistic
+  dlss-eval --model=realworld_x4 --data=photos/ --output_dir=eval/ --degradation=realistic
 
 --model takes what dlss-upscale takes: a starter model name, a SavedModel, an export root, a
 training model directory, or a .onnx / .tflite file.

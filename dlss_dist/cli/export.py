@@ -2,7 +2,7 @@ r"""Exports a trained generator as a TF Serving SavedModel, ONNX or TFLite.
 
   dlss-export --model_dir=/models/celeba --export_dir=/models/celeba/serving
   dlss-export --model_dir=DIR --checkpoint=DIR/checkpoints/ckpt-12 --export_dir=OUT --version=7
-  dlss-export --model=realworld_x4_cpu --export_dir=OUT --format=onnx
+  dlss-export --model=realworld_x4 --export_dir=OUT --format=onnx
   dlss-export --model=/models/celeba/export/2000 --export_dir=OUT --format=onnx,tflite
 
 --model converts from any TensorFlow model dlss-upscale takes: a training model directory (as

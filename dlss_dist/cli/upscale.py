@@ -1,6 +1,6 @@
 r"""Upscales images, folders of images, video frames or videos with any model.
 
-  dlss-upscale --model=realworld_x4_cpu --input=photo.jpg --output=out/
+  dlss-upscale --model=realworld_x4 --input=photo.jpg --output=out/
   dlss-upscale --model=/models/celeba/export --input=photo.jpg --output=out/
   dlss-upscale --model=export/2000/model.onnx --input=photo.jpg --output=out/ --max_memory=1G
   dlss-upscale --model=EXPORT --input=frames/ --output=out/ --gif=out/clip.gif --gif_fps=12
@@ -13,7 +13,7 @@ r"""Upscales images, folders of images, video frames or videos with any model.
   dlss-upscale --model=EXPORT --input=photos/ --output=out/ --outscale=2 --suffix=_x2 \
       --output_format=webp --quality=90
 
---model is a starter model's name (realworld_x4_cpu), a SavedModel folder, an export root (the
+--model is a starter model's name (realworld_x4), a SavedModel folder, an export root (the
 best export in its exports.json, else the newest version), a training model directory (its best
 export, else its newest checkpoint), or a .onnx / .tflite file (run by ONNX Runtime / LiteRT,
 no TensorFlow needed). Images are tiled so the run's peak memory stays under --max_memory

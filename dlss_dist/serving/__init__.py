@@ -1,6 +1,6 @@
 """A model on disk, in any format, as one `Upscaler`.
 
-    upscaler = serving.load_upscaler("realworld_x4_cpu")        # or a path: see below
+    upscaler = serving.load_upscaler("realworld_x4")        # or a path: see below
     sr = upscaler(image)                                        # uint8 HxWx3 -> uint8
 
 `load_upscaler` takes a SavedModel, an export root, a training model directory, a ``.onnx``

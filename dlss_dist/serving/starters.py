@@ -1,7 +1,7 @@
 """Starter models shipped inside the package (``dlss_dist/starter_models/<name>/``).
 
 Any subfolder with a ``MODEL_CARD.md`` is a starter model, loadable by its folder name
-(``dlss-upscale --model=realworld_x4_cpu``). Each holds a SavedModel and may hold a
+(``dlss-upscale --model=realworld_x4``). Each holds a SavedModel and may hold a
 ``model.onnx`` of the same generator, which the inference-only install (no TensorFlow) uses.
 """
 

@@ -62,7 +62,7 @@ class Upscaler:
       scale: the upscaling factor.
       max_input_pixels: the model's own limit on one call's H*W (None: no limit).
       max_memory: the peak resident memory to stay under, in bytes.
-      description: how the model was found (e.g. "starter model realworld_x4_cpu").
+      description: how the model was found (e.g. "starter model realworld_x4").
     """
 
     def __init__(
