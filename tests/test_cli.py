@@ -73,6 +73,24 @@ def test_help_lists_the_tools_own_flags(tool):
     assert "logtostderr" in full.stdout and f"--{own_flags[0]}" in full.stdout
 
 
+def test_every_tool_imports_into_one_process_and_keeps_its_flags():
+    """Shared names (--model, --overwrite, --data, ...) are defined once: a process importing
+    every tool (a notebook, this suite) gets no DuplicateFlagError, and each tool still owns
+    the flags its --help lists."""
+    import importlib
+
+    from absl import flags
+
+    modules = {
+        tool: importlib.import_module(f"dlss_dist.cli.{module}")
+        for tool, (module, _, _) in TOOLS.items()
+        if tool != "dlss-preprocess"
+    }
+    for tool, module in modules.items():
+        key_flags = {flag.name for flag in flags.FLAGS.get_key_flags_for_module(module.__name__)}
+        assert set(TOOLS[tool][1]) <= key_flags, tool
+
+
 @pytest.mark.parametrize(
     "args, exit_code, message",
     [

@@ -96,7 +96,12 @@ def test_untrained_srresnet_returns_exactly_bicubic(scale, upsampler):
 
 
 @pytest.mark.parametrize(
-    "upsampler, last_conv", [("pixelshuffle", "to_rgb"), ("pixelshuffledirect", "to_rgb_subpixels")]
+    "upsampler, last_conv",
+    [
+        ("pixelshuffle", "to_rgb"),
+        ("pixelshuffledirect", "to_rgb_subpixels"),
+        ("nearest_conv", "to_rgb"),
+    ],
 )
 def test_srresnet_zero_initialised_output_still_learns(upsampler, last_conv):
     """The zero-initialised last conv must still receive a gradient (or training is stuck)."""

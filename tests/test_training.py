@@ -49,7 +49,8 @@ def test_every_gin_file_parses_and_builds_its_models(gin_file, clean_gin):
     size = gin.query_parameter("%HR_CROP")
     lr = tf.zeros([1, size // scale, size // scale, 3])
     assert generator(lr).shape == (1, size, size, 3)
-    assert discriminator(tf.zeros([1, size, size, 3])).shape == (1,)
+    # One logit per image (SRGAN-style) or per pixel (U-Net): both are what the losses take.
+    assert discriminator(tf.zeros([1, size, size, 3])).shape in ((1,), (1, size, size, 1))
     # The loop's and the input pipeline's required bindings are all given, and agree.
     # (query_parameter raises for an unbound parameter.)
     assert _bound("train_loop.total_steps") >= 1

@@ -7,13 +7,28 @@ from __future__ import annotations
 
 from absl import flags
 
-from dlss_dist.cli import quiet_tensorflow_logs, run_tool
+from dlss_dist.cli import quiet_tensorflow_logs, run_tool, shared_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("output_dir", None, "Where photos, dataset, model, evaluation and report go.")
-flags.DEFINE_bool("overwrite", False, "Replace the outputs of an earlier demo run.")
-flags.DEFINE_multi_string("gin_file", ["demo.gin"], "Gin config files, applied in order.")
-flags.DEFINE_multi_string("gin_param", [], "Gin bindings applied after the files.")
+DEFAULT_GIN_FILE = "demo.gin"
+shared_flags.define(
+    flags.DEFINE_string,
+    "output_dir",
+    None,
+    "Where photos, dataset, model, evaluation and report go.",
+)
+shared_flags.define(
+    flags.DEFINE_bool, "overwrite", False, "Replace the outputs of an earlier demo run."
+)
+shared_flags.define(
+    flags.DEFINE_multi_string,
+    "gin_file",
+    [],
+    "Gin config files, applied in order (none given: demo.gin).",
+)
+shared_flags.define(
+    flags.DEFINE_multi_string, "gin_param", [], "Gin bindings applied after the files."
+)
 flags.mark_flag_as_required("output_dir")
 
 
@@ -23,7 +38,7 @@ def main(argv):
     from dlss_dist import config, demo
     from dlss_dist.evaluation import evaluate
 
-    config.parse_config(FLAGS.gin_file, FLAGS.gin_param)
+    config.parse_config(FLAGS.gin_file or [DEFAULT_GIN_FILE], FLAGS.gin_param)
     report, summary = demo.run_demo(FLAGS.output_dir, overwrite=FLAGS.overwrite)
     print(evaluate.format_table(summary))
     print(f"\nReport: {report}")

@@ -32,28 +32,20 @@ from __future__ import annotations
 from absl import flags
 
 from dlss_dist import console
-from dlss_dist.cli import quiet_tensorflow_logs, run_tool
+from dlss_dist.cli import quiet_tensorflow_logs, run_tool, shared_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string(
-    "model",
-    None,
-    "Starter model name, SavedModel, export root, training model_dir, .onnx or .tflite file.",
+shared_flags.define_model()
+shared_flags.define(
+    flags.DEFINE_string, "data", None, "dlss-preprocess dataset folder or folder of HR images."
 )
-flags.DEFINE_string("data", None, "dlss-preprocess dataset folder or folder of HR images.")
 flags.DEFINE_string("split", "test", "Dataset split to evaluate (datasets only).")
-flags.DEFINE_string("output_dir", None, "Where metrics.json, per_image.csv, grids/ go.")
+shared_flags.define(
+    flags.DEFINE_string, "output_dir", None, "Where metrics.json, per_image.csv, grids/ go."
+)
 flags.DEFINE_integer("max_images", None, "Evaluate only the first N images.", lower_bound=1)
 flags.DEFINE_integer("max_grids", 8, "Comparison grids for the first N images.", lower_bound=0)
-flags.DEFINE_integer(
-    "tile",
-    0,
-    "Tile side for the model (0: automatic, as large as --max_memory allows).",
-    lower_bound=0,
-)
-flags.DEFINE_string(
-    "max_memory", "2G", "Peak memory to stay under when tiling automatically (e.g. 1G, 1500M)."
-)
+shared_flags.define_tiling()
 flags.DEFINE_bool(
     "skip_damaged_records",
     False,
@@ -77,7 +69,8 @@ flags.DEFINE_multi_string(
     "NAME=DIR: also score DIR/<name>.png, another tool's upscaling of <output_dir>/lr/<name>.png "
     "(at HR size), as method NAME. Repeatable.",
 )
-flags.DEFINE_bool(
+shared_flags.define(
+    flags.DEFINE_bool,
     "overwrite",
     False,
     "Replace an earlier evaluation's metrics.json, per_image.csv, lr/ and grids/.",

@@ -34,14 +34,14 @@ import os
 from absl import flags
 
 from dlss_dist import console
-from dlss_dist.cli import quiet_tensorflow_logs, run_tool
+from dlss_dist.cli import quiet_tensorflow_logs, run_tool, shared_flags
 from dlss_dist.export_formats import FORMATS, TFLITE_FILES
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "Training model_dir (has operative_config.gin).")
-flags.DEFINE_string(
-    "model", None, "Or any model: model_dir, SavedModel, export root or starter model name."
+shared_flags.define(
+    flags.DEFINE_string, "model_dir", None, "Training model_dir (has operative_config.gin)."
 )
+shared_flags.define_model()
 flags.DEFINE_string("checkpoint", None, "Checkpoint prefix or folder (default: the newest).")
 flags.DEFINE_string(
     "export_dir", None, "Export root; the SavedModel goes to <export_dir>/<version>."
@@ -60,8 +60,11 @@ flags.DEFINE_list(
 flags.DEFINE_integer("onnx_opset", 17, "ONNX opset for --format=onnx.", lower_bound=13)
 flags.DEFINE_enum("onnx_layout", "nhwc", ["nhwc", "nchw"], "ONNX input/output layout.")
 flags.DEFINE_list("tflite_variants", ["float32", "float16"], "TFLite variants to write.")
-flags.DEFINE_bool(
-    "overwrite", False, "Replace an existing <export_dir>/<version> folder (as a whole)."
+shared_flags.define(
+    flags.DEFINE_bool,
+    "overwrite",
+    False,
+    "Replace an existing <export_dir>/<version> folder (as a whole).",
 )
 flags.mark_flags_as_required(["export_dir"])
 flags.mark_flags_as_mutual_exclusive(["model_dir", "model"], required=True)

@@ -14,10 +14,16 @@ from __future__ import annotations
 from absl import flags
 
 from dlss_dist import console, photos
-from dlss_dist.cli import run_tool
+from dlss_dist.cli import run_tool, shared_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("output_dir", "photos", "Where train/, validation/, test/ and photos.json go.")
+DEFAULT_OUTPUT_DIR = "photos"
+shared_flags.define(
+    flags.DEFINE_string,
+    "output_dir",
+    None,
+    f"Where train/, validation/, test/ and photos.json go (default: {DEFAULT_OUTPUT_DIR}).",
+)
 flags.DEFINE_string(
     "cache_dir",
     None,
@@ -38,8 +44,9 @@ flags.DEFINE_integer(
 def main(argv):
     del argv  # run_tool refuses stray arguments
     console.setup(tensorflow=False)
+    output_dir = FLAGS.output_dir or DEFAULT_OUTPUT_DIR
     manifest = photos.build(
-        FLAGS.output_dir,
+        output_dir,
         cache_dir=FLAGS.cache_dir,
         download=FLAGS.download,
         target_short_side=FLAGS.target_short_side,
@@ -47,7 +54,7 @@ def main(argv):
     counts, megapixels = manifest["counts"], manifest["megapixels"]
     summary = ", ".join(f"{counts[s]} {s} ({megapixels[s]} MP)" for s in photos.SPLIT_NAMES)
     print(
-        f"Wrote {summary} photographs to {FLAGS.output_dir} "
+        f"Wrote {summary} photographs to {output_dir} "
         f"(licences in {photos.MANIFEST_FILE} and {photos.ATTRIBUTION_FILE})"
     )
 

@@ -18,12 +18,18 @@ import sys
 
 from absl import flags, logging
 
-from dlss_dist.cli import one_line, quiet_tensorflow_logs, run_tool
+from dlss_dist.cli import one_line, quiet_tensorflow_logs, run_tool, shared_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
-flags.DEFINE_multi_string("gin_param", [], "Gin bindings applied after the files.")
-flags.DEFINE_string("model_dir", None, "Checkpoints, summaries, samples and exports.")
+shared_flags.define(
+    flags.DEFINE_multi_string, "gin_file", [], "Gin config files, applied in order."
+)
+shared_flags.define(
+    flags.DEFINE_multi_string, "gin_param", [], "Gin bindings applied after the files."
+)
+shared_flags.define(
+    flags.DEFINE_string, "model_dir", None, "Checkpoints, summaries, samples and exports."
+)
 flags.DEFINE_string("data_dir", None, "A dataset written by dlss-preprocess.")
 flags.DEFINE_string(
     "init_generator_from",

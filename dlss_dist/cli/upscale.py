@@ -37,27 +37,15 @@ import sys
 from absl import flags, logging
 
 from dlss_dist import console
-from dlss_dist.cli import quiet_tensorflow_logs, run_tool
+from dlss_dist.cli import quiet_tensorflow_logs, run_tool, shared_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string(
-    "model",
-    None,
-    "Starter model name, SavedModel, export root, training model_dir, .onnx or .tflite file.",
-)
+shared_flags.define_model()
 flags.DEFINE_multi_string("input", None, "Image file or folder; repeat for several.")
 flags.DEFINE_string("output", None, "Output folder for the upscaled PNGs.")
 flags.DEFINE_string("gif", None, "Also write all results, in order, as this GIF.")
 flags.DEFINE_float("gif_fps", 10.0, "GIF frames per second.", lower_bound=0.01)
-flags.DEFINE_integer(
-    "tile",
-    0,
-    "Tile side in input pixels (0: automatic, as large as --max_memory allows).",
-    lower_bound=0,
-)
-flags.DEFINE_string(
-    "max_memory", "2G", "Peak memory to stay under when tiling automatically (e.g. 1G, 1500M)."
-)
+shared_flags.define_tiling()
 flags.DEFINE_integer("tile_overlap", 16, "Input pixels of context around each tile.", lower_bound=0)
 flags.DEFINE_integer(
     "interpolate", 0, "With exactly two inputs: cross-fade K frames between them.", lower_bound=0
@@ -69,8 +57,11 @@ flags.DEFINE_integer(
     lower_bound=0,
     upper_bound=63,
 )
-flags.DEFINE_bool(
-    "overwrite", False, "Replace files already at the output paths (never the inputs)."
+shared_flags.define(
+    flags.DEFINE_bool,
+    "overwrite",
+    False,
+    "Replace files already at the output paths (never the inputs).",
 )
 flags.DEFINE_string("suffix", "", "Appended to each output's name: photo.jpg -> photo<suffix>.png.")
 flags.DEFINE_float(

@@ -14,10 +14,15 @@ import json
 
 from absl import flags
 
-from dlss_dist.cli import UserError, quiet_tensorflow_logs, run_tool
+from dlss_dist.cli import UserError, quiet_tensorflow_logs, run_tool, shared_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data", None, "Dataset folder written by dlss-preprocess (has manifest.json).")
+shared_flags.define(
+    flags.DEFINE_string,
+    "data",
+    None,
+    "Dataset folder written by dlss-preprocess (has manifest.json).",
+)
 flags.DEFINE_bool("json", False, "Print the report as JSON.")
 flags.mark_flag_as_required("data")
 
