@@ -19,6 +19,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from training_helpers import REPO as REPO_DIR
 
 pytestmark = pytest.mark.slow
@@ -156,13 +157,18 @@ def test_preprocess_train_export_upscale_from_the_wheel(installed, sample_photos
 def test_the_starter_model_loads_by_name_from_the_wheel(installed, sample_photos):
     work, env, bin_dir = installed["work"], installed["env"], installed["bin"]
     photo = sorted(p for p in Path(sample_photos).iterdir() if p.is_file())[0]
-    _run(
-        [str(bin_dir / "dlss-upscale"), "--model=realworld_x4", f"--input={photo}"]
-        + ["--output=starter_out"],
-        cwd=work,
-        env=env,
-    )
-    assert (work / "starter_out" / f"{photo.stem}.png").is_file()
+    for name in ("realworld_x4", "realworld_x4_gan"):
+        _run(
+            [str(bin_dir / "dlss-upscale"), f"--model={name}", f"--input={photo}"]
+            + [f"--output={name}_out"],
+            cwd=work,
+            env=env,
+        )
+        with (
+            Image.open(work / f"{name}_out" / f"{photo.stem}.png") as upscaled,
+            Image.open(photo) as original,
+        ):
+            assert upscaled.size == (original.width * 4, original.height * 4), name
     unknown = subprocess.run(
         [str(bin_dir / "dlss-upscale"), "--model=realworld_x9", f"--input={photo}", "--output=o"],
         cwd=work,
