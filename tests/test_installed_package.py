@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,7 @@ def wheel(tmp_path_factory) -> Path:
     # Built from a copy of what the wheel is made of: setuptools writes build/ and
     # *.egg-info/ beside the sources, which must not land in the checkout.
     source = root / "source"
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         source.mkdir(exist_ok=True)
         shutil.copy(REPO / name, source / name)
     for package in ("dlss_dist", "beam_jobs"):
@@ -63,13 +64,18 @@ def wheel(tmp_path_factory) -> Path:
             REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__")
         )
     wheels = root / "wheels"
-    _run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
+    build = _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
         + ["--wheel-dir", str(wheels), str(source)],
         cwd=root,
         env=env,
     )
+    # pyproject.toml builds without setuptools' deprecation warnings (issue 18: four of them
+    # on every install, from the old licence table).
+    assert "Deprecat" not in build.stdout + build.stderr, build.stdout + build.stderr
     (wheel,) = wheels.glob("dlss_dist-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        assert any(name.endswith("/licenses/LICENSE") for name in archive.namelist())
     return wheel
 
 
