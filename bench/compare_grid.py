@@ -23,8 +23,7 @@ import numpy as np
 from absl import app, flags, logging
 from PIL import Image
 
-from dlss_dist import imaging
-from dlss_dist.evaluation import pictures
+from dlss_dist import imaging, pictures
 
 FLAGS = flags.FLAGS
 

@@ -20,9 +20,9 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from dlss_dist import distribute, files
+from dlss_dist import distribute, files, model_dir
 from dlss_dist.evaluation import evaluate as evaluate_lib
-from dlss_dist.training import loop, model_dir
+from dlss_dist.training import loop
 
 # scikit-image's bundled photographs (grayscale ones become RGB in the Beam job).
 TRAINING_PHOTOGRAPHS = (

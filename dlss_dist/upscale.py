@@ -24,8 +24,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from dlss_dist import files, imaging, serving, video
-from dlss_dist.evaluation import pictures
+from dlss_dist import files, imaging, pictures, serving, video
 
 FAILURES_FILE = "failures.json"
 

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from conftest import photo_crops, save_image
 
-from dlss_dist import imaging
-from dlss_dist.evaluation import pictures
+from dlss_dist import imaging, pictures
 
 
 def _bench_module(name):

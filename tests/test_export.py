@@ -13,9 +13,10 @@ import pytest
 import tensorflow as tf
 from skimage import data as skdata
 
-from dlss_dist import export, serving
+from dlss_dist import checkpoints, export, serving
+from dlss_dist import model_dir as model_dir_lib
 from dlss_dist.models.generators import srresnet_generator
-from dlss_dist.training import model_dir as model_dir_lib
+from dlss_dist.training import exporter as exporter_lib
 
 SCALE = 2
 MAX_PIXELS = 48 * 48
@@ -177,7 +178,7 @@ def test_export_rejects_a_wrong_scale(generator, tmp_path):
 
 def test_best_exporter_keeps_the_best_versions(generator, tmp_path):
     root = str(tmp_path / "export")
-    exporter = model_dir_lib.BestExporter(
+    exporter = exporter_lib.BestExporter(
         export_root=root, scale=SCALE, keep=2, max_input_pixels=1024
     )
     assert exporter.maybe_export(generator, step=100, psnr=20.0) == os.path.join(root, "100")
@@ -195,7 +196,7 @@ def test_best_exporter_keeps_the_best_versions(generator, tmp_path):
     # was moved since.
     moved = str(tmp_path / "moved")
     os.rename(root, moved)
-    resumed = model_dir_lib.BestExporter(
+    resumed = exporter_lib.BestExporter(
         export_root=moved, scale=SCALE, keep=2, max_input_pixels=1024
     )
     assert resumed.best_path == os.path.join(moved, "200")
@@ -205,7 +206,7 @@ def test_best_exporter_keeps_the_best_versions(generator, tmp_path):
 
 def test_best_exporter_validates_arguments(tmp_path):
     with pytest.raises(ValueError, match="keep"):
-        model_dir_lib.BestExporter(export_root=str(tmp_path), scale=SCALE, keep=0)
+        exporter_lib.BestExporter(export_root=str(tmp_path), scale=SCALE, keep=0)
 
 
 def write_model_dir(model_dir, *, generator, ema_generator=None, step=7):
@@ -220,7 +221,7 @@ def write_model_dir(model_dir, *, generator, ema_generator=None, step=7):
             "srresnet_generator.num_filters = 8\n"
             "srresnet_generator.num_blocks = 1\n"
         )
-    checkpoint = model_dir_lib.make_checkpoint(
+    checkpoint = checkpoints.make_checkpoint(
         step=tf.Variable(step, dtype=tf.int64), generator=generator, ema_generator=ema_generator
     )
     tf.train.CheckpointManager(checkpoint, paths.checkpoints, max_to_keep=1).save()
@@ -235,7 +236,7 @@ def test_load_generator_restores_ema_or_generator(tmp_path, use_ema):
     else:
         write_model_dir(model_dir, generator=trained)
     try:
-        restored, scale = model_dir_lib.load_generator(str(model_dir))
+        restored, scale = checkpoints.load_generator(str(model_dir))
     finally:
         gin.clear_config()
     assert scale == SCALE
@@ -271,4 +272,4 @@ def test_export_cli_writes_a_version_folder(tmp_path, photo):
 
 def test_load_generator_errors_name_the_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="operative_config.gin"):
-        model_dir_lib.load_generator(str(tmp_path))
+        checkpoints.load_generator(str(tmp_path))

@@ -1,7 +1,16 @@
-"""The package's import graph: no circles, and no hidden (function-level) imports of its own
-modules outside the CLIs, which import lazily so `--help` stays fast, and outside
-`serving.loading`, which imports a model's runtime only when that model is loaded (so the ONNX
-and TFLite paths never import TensorFlow)."""
+"""The import graph of `dlss_dist` and `beam_jobs`: no circles, imports pointing down the floors
+DESIGN.md names, and no hidden (function-level) imports of the packages' own modules outside
+the CLIs, which import lazily so `--help` stays fast, `serving.loading`, which imports a
+model's runtime only when that model is loaded (so the ONNX and TFLite paths never import
+TensorFlow), the demo, which starts the Beam job only when it runs it, and the Beam job's
+package, which re-exports its entry points lazily.
+
+The floors, bottom up: the ground floor (`GROUND`: file plumbing, imaging, the model-directory
+and pictures contracts, the export names); `data/`, `degradations`, `models/`, `export` and
+`checkpoints` above it; training, serving and evaluation above models; `upscale` and the demo
+above serving; `cli/` at the top. `beam_jobs/` stands beside training: it may use the ground
+floor, the dataset schema and the tool shell (`BEAM_MAY_IMPORT`), nothing higher.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +18,41 @@ import ast
 import os
 
 PACKAGE = "dlss_dist"
+PACKAGES = (PACKAGE, "beam_jobs")
 # Modules allowed to import package modules inside functions (see the module docstring).
-LAZY_IMPORTERS = (f"{PACKAGE}.cli", f"{PACKAGE}.serving.loading")
-ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), PACKAGE)
+LAZY_IMPORTERS = (
+    f"{PACKAGE}.cli",
+    f"{PACKAGE}.serving.loading",
+    f"{PACKAGE}.demo",
+    "beam_jobs.images_to_tfrecords.cli",
+)
+# Package __init__s whose module-level __getattr__ re-exports submodules lazily (PEP 562), so
+# importing one submodule does not import the whole job; exact names, not their submodules.
+LAZY_REEXPORTS = {"beam_jobs.images_to_tfrecords"}
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.join(REPO, PACKAGE)
+
+# The ground floor: these import nothing of either package but each other.
+GROUND = {
+    PACKAGE,
+    f"{PACKAGE}.files",
+    f"{PACKAGE}.imaging",
+    f"{PACKAGE}.model_dir",
+    f"{PACKAGE}.pictures",
+    f"{PACKAGE}.export_formats",
+}
+# What the Beam job may import of dlss_dist: the ground floor, the dataset's schema and TFRecord
+# framing, the run lock on its output folder, and the tool shell (quiet logs, one-line errors).
+BEAM_MAY_IMPORT = GROUND | {
+    f"{PACKAGE}.data",
+    f"{PACKAGE}.data.schema",
+    f"{PACKAGE}.run_lock",
+    f"{PACKAGE}.console",
+}
 
 
 def _module_name(path: str) -> str:
-    relative = os.path.relpath(path, os.path.dirname(ROOT))[: -len(".py")]
+    relative = os.path.relpath(path, REPO)[: -len(".py")]
     parts = relative.split(os.sep)
     if parts[-1] == "__init__":
         parts = parts[:-1]
@@ -24,11 +61,12 @@ def _module_name(path: str) -> str:
 
 def _modules() -> dict[str, str]:
     found = {}
-    for folder, _, files in os.walk(ROOT):
-        for name in files:
-            if name.endswith(".py"):
-                path = os.path.join(folder, name)
-                found[_module_name(path)] = path
+    for package in PACKAGES:
+        for folder, _, files in os.walk(os.path.join(REPO, package)):
+            for name in files:
+                if name.endswith(".py"):
+                    path = os.path.join(folder, name)
+                    found[_module_name(path)] = path
     return found
 
 
@@ -42,7 +80,7 @@ def _targets(node: ast.AST, modules: dict[str, str]) -> list[str]:
         names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
     targets = set()
     for name in names:
-        if name.split(".")[0] != PACKAGE:
+        if name.split(".")[0] not in PACKAGES:
             continue
         parts = name.split(".")
         for end in range(1, len(parts) + 1):
@@ -52,7 +90,7 @@ def _targets(node: ast.AST, modules: dict[str, str]) -> list[str]:
 
 
 def import_graph() -> tuple[dict[str, set[str]], list[str]]:
-    """(module -> package modules it imports, function-level imports outside cli/)."""
+    """(module -> package modules it imports, function-level imports outside LAZY_IMPORTERS)."""
     modules = _modules()
     graph: dict[str, set[str]] = {name: set() for name in modules}
     hidden = []
@@ -67,9 +105,14 @@ def import_graph() -> tuple[dict[str, set[str]], list[str]]:
             # A submodule's own parent packages are loaded before it anyway; not an edge.
             graph[name].update(t for t in targets if t != name and not name.startswith(t + "."))
             nested = id(node) not in top_level
-            if nested and not name.startswith(LAZY_IMPORTERS):
+            if nested and not name.startswith(LAZY_IMPORTERS) and name not in LAZY_REEXPORTS:
                 hidden.append(f"{name} (line {node.lineno}): {', '.join(targets)}")
     return graph, hidden
+
+
+def _under(graph: dict[str, set[str]], prefix: str) -> set[str]:
+    """The modules of `prefix` (a package or module name) and everything below it."""
+    return {m for m in graph if m == prefix or m.startswith(prefix + ".")}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -103,6 +146,7 @@ def test_the_package_has_no_import_circle():
     graph, _ = import_graph()
     assert len(graph) > 20
     assert "dlss_dist.serving" in graph["dlss_dist.upscale"]
+    assert "dlss_dist.data.schema" in graph["beam_jobs.images_to_tfrecords.shards"]
     assert find_cycle(graph) is None
 
 
@@ -120,14 +164,10 @@ def test_imports_point_down_where_the_design_says():
         "dlss_dist.data.pipeline",
         "dlss_dist.serving_decode",
     }
-    # The file plumbing imports nothing of the package; pictures only the ground floor; the
-    # model-directory contract nothing above it.
+    # The file plumbing imports nothing of the package; the rest of the ground floor only it.
     assert graph["dlss_dist.files"] == set()
-    assert graph["dlss_dist.evaluation.pictures"] <= {"dlss_dist", "dlss_dist.files"}
-    above_model_dir = {"dlss_dist.training.loop", "dlss_dist.upscale", "dlss_dist.demo"}
-    assert not graph["dlss_dist.training.model_dir"] & above_model_dir
-    # Upscaling files no longer reaches into training for the model directory: serving does.
-    assert not {m for m in graph["dlss_dist.upscale"] if m.startswith("dlss_dist.training")}
+    for module in GROUND:
+        assert graph[module] <= GROUND, (module, graph[module] - GROUND)
     # The TensorFlow-free modules (the inference-only install) import only TensorFlow-free ones.
     tensorflow_free = {
         "dlss_dist.files",
@@ -145,3 +185,38 @@ def test_imports_point_down_where_the_design_says():
         # loading's one TensorFlow import happens inside load_runtime, for TensorFlow formats.
         lazy = {"dlss_dist.serving.tensorflow_models"} if module.endswith(".loading") else set()
         assert graph[module] <= tensorflow_free | lazy | {"dlss_dist"}, module
+
+
+def test_the_floors_above_the_ground_point_down():
+    graph, _ = import_graph()
+    training = _under(graph, "dlss_dist.training")
+    serving = _under(graph, "dlss_dist.serving")
+    evaluation = _under(graph, "dlss_dist.evaluation")
+    cli = _under(graph, "dlss_dist.cli")
+    tools = {"dlss_dist.upscale", "dlss_dist.video", "dlss_dist.demo"}
+    beam = _under(graph, "beam_jobs")
+
+    def imports(modules: set[str]) -> set[str]:
+        return set().union(*(graph[m] for m in modules))
+
+    # The checkpoint reader sits between models and everything that loads a generator.
+    assert not graph["dlss_dist.checkpoints"] & (training | serving | evaluation | cli | tools)
+    # models/ builds networks from the ground floor (and its weights' cache) only.
+    models = _under(graph, "dlss_dist.models")
+    assert imports(models) <= GROUND | models | {"dlss_dist.pretrained"}
+    # Training, serving and evaluation read the model directory and draw pictures through the
+    # ground floor, never through one another's modules (upscale.py and serving once reached
+    # up into training/model_dir and evaluation/pictures).
+    assert not imports(serving) & (training | evaluation | cli | tools)
+    assert not imports(training) & (serving | cli | tools)
+    assert not imports(evaluation) & (training | cli)
+    assert not graph["dlss_dist.upscale"] & (training | evaluation | cli)
+    # Nothing imports a CLI but the CLIs.
+    outside_cli = set(graph) - cli - {"beam_jobs.images_to_tfrecords.__main__"}
+    assert not imports(outside_cli - beam) & cli
+    assert not imports(beam) & cli
+    # The Beam job uses dlss_dist's bottom floors only; only the demo (which runs it) and the
+    # job's own modules import it.
+    assert {m for m in imports(beam) if m.startswith("dlss_dist")} <= BEAM_MAY_IMPORT
+    importers_of_beam = {m for m in graph if graph[m] & beam} - beam
+    assert importers_of_beam <= {"dlss_dist.demo"}, importers_of_beam

@@ -332,7 +332,7 @@ def test_kubeflow_tfjob_replaces_the_job():
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_serving_reads_what_training_exports(overlay):
     """TF Serving's base path is <model_dir>/export, where training writes <version>/ dirs."""
-    from dlss_dist.training import model_dir as model_dir_lib
+    from dlss_dist import model_dir as model_dir_lib
 
     serving = _one(overlay, "Deployment", "dlss-serving")
     (container,) = serving["spec"]["template"]["spec"]["containers"]

@@ -16,8 +16,8 @@ from test_export import SCALE, tiny_generator, write_model_dir
 from training_helpers import REPO, run_cli
 
 from dlss_dist import export, exporters, imaging, serving
+from dlss_dist import model_dir as model_dir_lib
 from dlss_dist.serving import memory, tiling
-from dlss_dist.training import model_dir as model_dir_lib
 
 # Poisons `import tensorflow` (ImportError), then runs a CLI entry point as its console script
 # would: proves the path imports no TensorFlow, wherever an import might hide.

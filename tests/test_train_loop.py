@@ -14,9 +14,9 @@ import pytest
 import tensorflow as tf
 import training_helpers as th
 
-from dlss_dist import config, models, run_lock
+from dlss_dist import checkpoints, config, models, run_lock
+from dlss_dist import model_dir as model_dir_lib
 from dlss_dist.training import loop
-from dlss_dist.training import model_dir as model_dir_lib
 
 GIN_DIR = config.packaged_configs_dir()
 
@@ -232,7 +232,7 @@ def test_a_live_run_elsewhere_refuses_a_second_one(trained_model_dir, train_data
         with pytest.raises(run_lock.LockHeldError, match="alice on host trainer-pod-7, pid 31337"):
             _train(trained_model_dir, train_dataset, total_steps=8)
         # Read-only tools are not blocked: the generator restores while the lock is held.
-        generator, scale = model_dir_lib.load_generator(trained_model_dir)
+        generator, scale = checkpoints.load_generator(trained_model_dir)
         assert scale == 2
     finally:
         os.remove(lock)

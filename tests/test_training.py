@@ -15,7 +15,7 @@ import tensorflow as tf
 import training_helpers as th
 
 from dlss_dist import config, distribute, models
-from dlss_dist.training.model_dir import ModelDir
+from dlss_dist.model_dir import ModelDir
 
 GIN_FILES = sorted(glob.glob(os.path.join(config.packaged_configs_dir(), "*.gin")))
 

@@ -10,8 +10,7 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from dlss_dist import export, imaging, serving, upscale
-from dlss_dist.evaluation import pictures
+from dlss_dist import export, imaging, pictures, serving, upscale
 from dlss_dist.models.generators import srresnet_generator
 from dlss_dist.serving import tiling
 

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from dlss_dist.training.model_dir import ModelDir
+from dlss_dist.model_dir import ModelDir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_GIN = os.path.join(REPO, "dlss_dist", "configs", "tiny_test.gin")

@@ -35,9 +35,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from dlss_dist import degradations, files, imaging, pretrained, serving, upscale
+from dlss_dist import degradations, files, imaging, pictures, pretrained, serving, upscale
 from dlss_dist.data import pipeline, schema, verify
-from dlss_dist.evaluation import baselines, metrics, perceptual, pictures
+from dlss_dist.evaluation import baselines, metrics, perceptual
 
 METRICS_FILE = "metrics.json"
 PER_IMAGE_FILE = "per_image.csv"

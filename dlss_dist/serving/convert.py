@@ -16,10 +16,9 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from dlss_dist import export
+from dlss_dist import checkpoints, export, model_dir
 from dlss_dist.serving import loading, tensorflow_models
 from dlss_dist.serving.loading import ModelSource
-from dlss_dist.training import model_dir
 
 # Version folder name when the source's own name is not an integer (a starter model).
 DEFAULT_VERSION = 1
@@ -65,7 +64,7 @@ def _from_savedmodel(path: str) -> SourceGenerator:
         )
     loaded = tf.saved_model.load(path)
     saved = list(getattr(loaded, "generator_variables", []))
-    generator = model_dir.build_generator_from_config(config)
+    generator = checkpoints.build_generator_from_config(config)
     shapes = [tuple(v.shape) for v in generator.variables]
     if [tuple(v.shape) for v in saved] != shapes:
         raise ValueError(
@@ -106,7 +105,7 @@ def resolve_checkpoint(directory: str, checkpoint: str | None = None) -> Checkpo
 
 def checkpoint_generator(checkpoint: Checkpoint) -> SourceGenerator:
     """The generator of a training model directory's checkpoint."""
-    generator, scale = model_dir.load_generator(checkpoint.model_dir, checkpoint.path)
+    generator, scale = checkpoints.load_generator(checkpoint.model_dir, checkpoint.path)
     return SourceGenerator(generator, scale, checkpoint.path, checkpoint.version)
 
 

@@ -12,10 +12,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from dlss_dist import checkpoints, model_dir
 from dlss_dist.export_formats import OUTPUT_NAME, SAVED_MODEL_FILE
 from dlss_dist.exporters.graph import UpscaleGraph
 from dlss_dist.serving.upscaler import ModelError
-from dlss_dist.training import model_dir
 
 
 def is_model_dir(path: str) -> bool:
@@ -83,7 +83,7 @@ class CheckpointRuntime:
     def __init__(self, directory: str, checkpoint: str | None = None):
         self.model_dir = directory
         self.path = model_dir.resolve_checkpoint(directory, checkpoint)
-        self.generator, self.scale = model_dir.load_generator(directory, self.path)
+        self.generator, self.scale = checkpoints.load_generator(directory, self.path)
         self._graph = UpscaleGraph(self.generator)
 
     def upscale_batch(self, images: np.ndarray) -> np.ndarray:

@@ -23,11 +23,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from dlss_dist import files, imaging, models
+from dlss_dist import checkpoints, files, imaging, models, pictures
 from dlss_dist.data import pipeline
-from dlss_dist.evaluation import baselines, pictures
+from dlss_dist.evaluation import baselines
 from dlss_dist.evaluation import metrics as metrics_lib
-from dlss_dist.training import model_dir as model_dir_lib
 
 NEVER = sys.maxsize
 
@@ -56,7 +55,7 @@ class SaveCheckpoint(PeriodicAction):
 
     name = "checkpoint"
 
-    def __init__(self, store: model_dir_lib.CheckpointStore, every: int, *, saved_at: int | None):
+    def __init__(self, store: checkpoints.CheckpointStore, every: int, *, saved_at: int | None):
         super().__init__(every)
         self.store = store
         self.saved_at = saved_at

@@ -19,11 +19,12 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from dlss_dist import distribute, export, models, run_lock
+from dlss_dist import checkpoints, distribute, export, models, run_lock
+from dlss_dist import model_dir as model_dir_lib
 from dlss_dist.data import pipeline, schema
 from dlss_dist.training import actions as actions_lib
 from dlss_dist.training import controller as controller_lib
-from dlss_dist.training import model_dir as model_dir_lib
+from dlss_dist.training import exporter as exporter_lib
 from dlss_dist.training import trainer as trainer_lib
 
 # Re-exported for callers that catch them around train_loop (the CLI, the demo).
@@ -132,7 +133,7 @@ def _init_generator(trainer: trainer_lib.Trainer, checkpoint: str) -> None:
     """Starts the generator (and its EMA copy) from another run's generator weights."""
     for generator in (trainer.generator, trainer.ema_generator):
         if generator is not None:
-            model_dir_lib.restore_generator_weights(generator, checkpoint)
+            checkpoints.restore_generator_weights(generator, checkpoint)
     logging.info("Generator initialised from %s.", checkpoint)
 
 
@@ -178,7 +179,7 @@ def build_trainer(
             jit_compile=jit_compile,
             time_input=time_input,
         )
-        checkpoint = model_dir_lib.make_checkpoint(
+        checkpoint = checkpoints.make_checkpoint(
             step=trainer.global_step,
             generator=generator,
             ema_generator=ema_generator,
@@ -288,7 +289,7 @@ def train_loop(
         )
         scale = export.infer_scale(trainer.generator)
         pipeline.check_compatible(manifest, scale=scale, degradation=None)
-        store = model_dir_lib.CheckpointStore(
+        store = checkpoints.CheckpointStore(
             checkpoint,
             trainer.global_step,
             model_dir=model_dir,
@@ -318,7 +319,7 @@ def train_loop(
         exporter = None
         if chief:
             paths.write_operative_config(gin.operative_config_str())
-            exporter = model_dir_lib.BestExporter(
+            exporter = exporter_lib.BestExporter(
                 export_root=paths.export_root,
                 scale=scale,
                 keep=keep_exports,
