@@ -271,10 +271,21 @@ def _other_runtimes(generator, version_dir: str) -> dict:
     if "onnx" in paths:
         from dlss_dist.serving.onnx_file import OnnxRuntime
 
-        # As dlss_dist runs it (worker threads do not spin), ONNX Runtime's own default
-        # (they spin while waiting: on a shared, loaded machine that competes with the work),
-        # and one thread.
+        # As dlss_dist exports and runs it (worker threads do not spin), the export without
+        # its rewrites, ONNX Runtime's own default (threads spin while waiting: on a shared,
+        # loaded machine that competes with the work), and one thread.
         variants["onnxruntime"] = OnnxRuntime(paths["onnx"]).upscale_batch
+        # The same model as tf2onnx converts it, without dlss_dist's rewrites for ONNX
+        # Runtime's blocked CPU layout (`dlss_dist.exporters.onnx_rewrites`).
+        from dlss_dist.exporters import onnx_model
+
+        as_converted = onnx_model.export_onnx(
+            generator,
+            os.path.join(version_dir, "as_converted.onnx"),
+            scale=FLAGS.scale,
+            cpu_rewrites=False,
+        )
+        variants["onnxruntime_as_converted"] = OnnxRuntime(as_converted).upscale_batch
         variants["onnxruntime_spinning"] = OnnxRuntime(paths["onnx"], spinning=True).upscale_batch
         variants["onnxruntime_1_thread"] = OnnxRuntime(paths["onnx"], threads=1).upscale_batch
     if "tflite_float32" in paths:

@@ -26,6 +26,7 @@ from dlss_dist.export_formats import (
     ONNX_SCALE_KEY,
     OUTPUT_NAME,
 )
+from dlss_dist.exporters import onnx_rewrites
 from dlss_dist.exporters.graph import UpscaleGraph
 
 # A recent opset that current ONNX Runtime and TensorRT releases both read (--onnx_opset).
@@ -51,6 +52,7 @@ def export_onnx(
     scale: int,
     opset: int = DEFAULT_OPSET,
     layout: str = "nhwc",
+    cpu_rewrites: bool = True,
 ) -> str:
     """Writes `generator` as an ONNX model file at `path` (written atomically); returns `path`.
 
@@ -60,6 +62,9 @@ def export_onnx(
       scale: the generator's upscaling factor, stored in the model's metadata.
       opset: ONNX opset to target.
       layout: "nhwc" (as the SavedModel) or "nchw" (inputs and outputs transposed).
+      cpu_rewrites: rewrite PReLU and the last pixel shuffle into the ops ONNX Runtime's CPU
+        provider runs in its blocked layout (`onnx_rewrites`: the same function in about
+        0.85x the CPU time, BENCHMARKS.md). False keeps tf2onnx's graph as converted.
     """
     try:
         import onnx
@@ -81,6 +86,9 @@ def export_onnx(
         inputs_as_nchw=[INPUT_NAME] if nchw else None,
         outputs_as_nchw=[OUTPUT_NAME] if nchw else None,
     )
+    if cpu_rewrites:
+        applied = onnx_rewrites.optimize_for_cpu(model)
+        logging.debug("ONNX rewrites for ONNX Runtime's CPU layout: %s", applied)
     _name_dimensions(model, layout)
     onnx.helper.set_model_props(
         model, {ONNX_SCALE_KEY: str(scale), ONNX_LAYOUT_KEY: layout, "dlss_dist.dtype": "uint8"}
