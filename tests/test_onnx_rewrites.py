@@ -14,7 +14,7 @@ import onnxruntime
 import pytest
 from conftest import load_photo
 from onnx import TensorProto, helper, numpy_helper
-from test_export_formats import SCALE, random_generator
+from test_export_formats import SCALE
 
 from dlss_dist import serving
 from dlss_dist.exporters import onnx_model, onnx_rewrites
@@ -128,18 +128,24 @@ def test_a_wide_conv_after_a_shuffle_is_not_folded():
     assert _ops(model) == ["DepthToSpace", "Conv"]
 
 
-@pytest.mark.parametrize("activation", ["prelu", "relu"])
-def test_an_exported_generator_is_rewritten_and_computes_the_same(activation, tmp_path):
-    """A real export (PReLU, two x2 pixel shuffles, RGB conv): with the rewrites no Neg is
-    left, the RGB conv runs before the last shuffle, and the output equals the unrewritten
-    export's (one grey level of rounding at most)."""
+@pytest.mark.parametrize(
+    ("activation", "upsampler"),
+    [("prelu", "pixelshuffle"), ("relu", "pixelshuffle"), ("prelu", "nearest_conv")],
+)
+def test_an_exported_generator_is_rewritten_and_computes_the_same(activation, upsampler, tmp_path):
+    """A real export: with the rewrites no Neg is left, the RGB conv of the pixel-shuffle
+    upsampler runs before the last shuffle, and the output equals the unrewritten export's
+    (one grey level of rounding at most). The nearest-neighbour upsampler has no shuffle."""
     from test_export_formats import assert_parity
 
-    generator = random_generator()
-    if activation == "relu":
-        from dlss_dist.models.generators import srresnet_generator
+    from dlss_dist.models.generators import srresnet_generator
 
-        generator = srresnet_generator(SCALE, num_filters=8, num_blocks=2, activation="relu")
+    generator = srresnet_generator(
+        SCALE, num_filters=8, num_blocks=2, activation=activation, upsampler=upsampler
+    )
+    rng = np.random.default_rng(1)
+    for variable in generator.weights:
+        variable.assign(rng.normal(0, 0.05, variable.shape).astype(np.float32))
     paths = {}
     for rewrites in (True, False):
         paths[rewrites] = onnx_model.export_onnx(
@@ -148,10 +154,12 @@ def test_an_exported_generator_is_rewritten_and_computes_the_same(activation, tm
     plain, rewritten = (onnx.load(paths[r]) for r in (False, True))
     if activation == "prelu":
         assert "Neg" in _ops(plain) and "Neg" not in _ops(rewritten)
-    assert _ops(rewritten).count("DepthToSpace") == _ops(plain).count("DepthToSpace") == 2
-    last_shuffle = [n for n in rewritten.graph.node if n.op_type == "DepthToSpace"][-1]
-    folded = next(n for n in rewritten.graph.node if last_shuffle.input[0] in n.output)
-    assert folded.op_type == "Conv"
+    shuffles = 2 if upsampler == "pixelshuffle" else 0
+    assert _ops(rewritten).count("DepthToSpace") == _ops(plain).count("DepthToSpace") == shuffles
+    if shuffles:
+        last_shuffle = [n for n in rewritten.graph.node if n.op_type == "DepthToSpace"][-1]
+        folded = next(n for n in rewritten.graph.node if last_shuffle.input[0] in n.output)
+        assert folded.op_type == "Conv"
     assert {p.key: p.value for p in rewritten.metadata_props}["dlss_dist.scale"] == str(SCALE)
     image = load_photo("coffee")[200:237, 300:351][None]
     expected = OnnxRuntime(paths[False]).upscale_batch(image)
