@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from dlss_dist import config as config_lib
 from dlss_dist import export, models
 from dlss_dist.model_dir import (
     EMA_GENERATOR,
@@ -114,7 +115,8 @@ def build_generator_from_config(config: str) -> keras.Model:
     with tf.io.gfile.GFile(config) as f, gin.unlock_config():
         # Written by gin itself, so no binding is a typo; skipping unknowns lets a model dir
         # from an older version (e.g. with a binding since removed) still be exported.
-        gin.parse_config(f.read(), skip_unknown=True)
+        # One written by an older version has its moved bindings renamed.
+        gin.parse_config(config_lib.upgrade_operative_config(f.read()), skip_unknown=True)
     return models.build_generator()
 
 

@@ -12,7 +12,12 @@ config is refused, in one line naming the binding and where it was written, when
 - a parameter annotated as a number (`learning_rate: float`, `shuffle_buffer: int`) is bound,
   directly or through a macro, to a string, None (unless the annotation allows None) or a
   container: it would fail later as a TypeError deep inside TensorFlow;
-- an `import` line names a module that cannot be imported.
+- an `import` line names a module that cannot be imported;
+- a binding names a parameter that has moved (`MOVED_BINDINGS`), e.g.
+  `make_input_fn.online_degradation`, now `train_loop.online_degradation`.
+
+An operative config written by an older version (a model directory, a starter model) is read
+through `upgrade_operative_config`, which renames or drops the moved bindings.
 """
 
 from __future__ import annotations
@@ -31,6 +36,42 @@ from collections.abc import Iterator, Sequence
 
 import gin
 from gin import config as gin_config
+
+from dlss_dist import files
+
+# Bindings that moved: the old name -> the new one (None: dropped, the value now comes from
+# elsewhere), and why. train_loop decides the data facts once and passes them down.
+MOVED_BINDINGS: dict[str, tuple[str | None, str]] = {
+    "make_input_fn.online_degradation": (
+        "train_loop.online_degradation",
+        "train_loop decides the online degradation once and passes it to the input pipeline",
+    ),
+    "make_input_fn.scale": (
+        None,
+        "the scale is the generator's (%SCALE); train_loop passes it to the input pipeline",
+    ),
+}
+
+
+def _moved_binding_message(error: ValueError, sources: _Sources) -> str | None:
+    found = re.search(r"Configurable '([\w.]+)' has denylisted kwarg '(\w+)'", str(error))
+    if found is None:
+        return None
+    binding = f"{found.group(1).rpartition('.')[2]}.{found.group(2)}"
+    if binding not in MOVED_BINDINGS:
+        return None
+    new, why = MOVED_BINDINGS[binding]
+    fix = f"rename it to {new}" if new else "remove the binding"
+    return f"gin binding {binding}{sources.where_set(binding)} has moved ({why}): {fix}"
+
+
+def upgrade_operative_config(text: str) -> str:
+    """An operative config written by an older version, with `MOVED_BINDINGS` renamed or
+    dropped, so it parses with this version's configurables (gin writes one binding a line)."""
+    for old, (new, _) in MOVED_BINDINGS.items():
+        pattern = re.compile(rf"^{re.escape(old)}(\s*=.*)$", re.M)
+        text = pattern.sub(lambda m, new=new: f"{new}{m.group(1)}" if new else "", text)
+    return text
 
 
 def packaged_configs_dir() -> str:
@@ -53,7 +94,7 @@ def resolve_gin_file(path: str) -> str:
     Raises:
       FileNotFoundError: naming every place that was searched.
     """
-    if "://" in path or os.path.exists(path):
+    if files.is_remote(path) or os.path.exists(path):
         return path
     searched = [os.path.abspath(path)]
     if not os.path.dirname(path):
@@ -109,18 +150,21 @@ def parse_config(gin_files: Sequence[str], gin_bindings: Sequence[str] = ()) -> 
         folders, then the packaged configs.
       gin_bindings: single bindings such as "train_loop.total_steps = 100", applied last.
     """
-    files = [resolve_gin_file(path) for path in gin_files]
-    for path in files:
-        if "://" not in path:
+    paths = [resolve_gin_file(path) for path in gin_files]
+    for path in paths:
+        if not files.is_remote(path):
             _add_search_folder(os.path.dirname(os.path.abspath(path)))
     _add_search_folder(packaged_configs_dir())
-    sources = _Sources(files, gin_bindings)
+    sources = _Sources(paths, gin_bindings)
     try:
         with _quiet_gin_search():
-            gin.parse_config_files_and_bindings(files, gin_bindings, skip_unknown=False)
+            gin.parse_config_files_and_bindings(paths, gin_bindings, skip_unknown=False)
     except ImportError as error:
         raise ValueError(_import_error_message(error)) from error
     except ValueError as error:
+        moved = _moved_binding_message(error, sources)
+        if moved is not None:
+            raise ValueError(moved) from None
         undefined = re.match(r"No bindings specified for '([^'/]+)/gin\.macro'", str(error))
         if undefined is None:
             raise
@@ -140,16 +184,16 @@ class _Sources:
     """The text of every gin file parsed (with its includes) and of each --gin_param binding,
     to say where a binding was written: gin keeps no locations once a config is parsed."""
 
-    def __init__(self, files: Sequence[str], bindings: Sequence[str]):
+    def __init__(self, paths: Sequence[str], bindings: Sequence[str]):
         self.texts: list[tuple[str, str]] = []
         seen: set[str] = set()
-        for path in files:
+        for path in paths:
             self._add_file(path, seen)
         for binding in bindings:
             self.texts.append(("--gin_param", binding))
 
     def _add_file(self, path: str, seen: set[str]) -> None:
-        if path in seen or "://" in path:  # Remote files: gin's checks, without a line.
+        if path in seen or files.is_remote(path):  # Remote files: gin's checks, without a line.
             return
         seen.add(path)
         try:

@@ -353,11 +353,12 @@ def _run_stages(
     started = time.perf_counter()
     loop.train_loop(strategy=strategy, model_dir=paths["model"], data_dir=paths["dataset"])
     timings["training + exports"] = time.perf_counter() - started
-    steps = gin.query_parameter("train_loop.total_steps")
+    trained = model_dir.ModelDir(paths["model"])
+    steps = model_dir.checkpoint_step(trained.latest_checkpoint())  # what was trained, as a value
 
     started = time.perf_counter()
     summary = evaluate_lib.evaluate(
-        model=model_dir.ModelDir(paths["model"]).export_root,
+        model=trained.export_root,
         data=paths["held_out"],
         output_dir=paths["evaluation"],
     )

@@ -3,6 +3,9 @@
     <model_dir>/
       run.lock                  the live training run (dlss_dist.run_lock), while it runs
       operative_config.gin      every gin binding the run used, imports first (chief only)
+      training_facts.json       what the run decided once, as values: scale, the exports'
+                                max_input_pixels, the LR degradation (chief only); what
+                                export and evaluation use, whatever gin says later
       checkpoints/ckpt-<step>.* tf.train.Checkpoint: step, generator, discriminator, both
                                 optimizers, ema_generator; `checkpoint` names the newest
       summaries/events.*        TensorBoard scalars (losses, PSNR, throughput) and samples
@@ -23,12 +26,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 
 import tensorflow as tf
 
 from dlss_dist import files
 
 OPERATIVE_CONFIG = "operative_config.gin"
+TRAINING_FACTS = "training_facts.json"
 CHECKPOINT_DIR = "checkpoints"
 SUMMARY_DIR = "summaries"
 SAMPLE_DIR = "samples"
@@ -45,6 +50,34 @@ _STEP_KEY = f"{STEP}/.ATTRIBUTES/VARIABLE_VALUE"
 
 class ArchitectureMismatchError(ValueError):
     """The model directory's checkpoint was written by a different network architecture."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingFacts:
+    """What a training run decided once and passed down as values, recorded for its readers.
+
+    Attributes:
+      scale: the generator's upscaling factor.
+      max_input_pixels: the largest input H*W its exports accept; `dlss-export` and a model
+        directory loaded for evaluation or upscaling use this, not a gin lookup (None only
+        for an old model directory whose operative config does not say: the default).
+      degradation: how the LR it trained on was made: the dataset's stored degradation name
+        (``bicubic_matlab_antialias``) or ``online:<name>`` for LR made in the input pipeline.
+      degradation_spec: the online degradation's settings (None for stored LR).
+    """
+
+    scale: int
+    max_input_pixels: int | None
+    degradation: str | None = None
+    degradation_spec: dict | None = None
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, payload: dict) -> TrainingFacts:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in payload.items() if k in known})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +115,44 @@ class ModelDir:
     def latest_checkpoint(self) -> str | None:
         return tf.train.latest_checkpoint(self.checkpoints)
 
+    @property
+    def training_facts(self) -> str:
+        return os.path.join(self.root, TRAINING_FACTS)
+
     def write_operative_config(self, text: str) -> None:
         files.atomic_write(self.operative_config, text)
+
+    def write_training_facts(self, facts: TrainingFacts) -> None:
+        files.atomic_write_json(self.training_facts, facts.to_json())
+
+
+# A model directory written before training_facts.json existed: its operative config's line.
+_LEGACY_MAX_INPUT_PIXELS = re.compile(r"^train_loop\.max_input_pixels\s*=\s*(\d+)\s*$", re.M)
+
+
+def read_training_facts(model_dir: str, *, scale: int) -> TrainingFacts:
+    """The facts the run recorded in `model_dir` (see `TrainingFacts`).
+
+    A model directory from before ``training_facts.json`` gets what its operative config
+    recorded: the ``train_loop.max_input_pixels`` line gin wrote there (None when the run left
+    the default), with `scale` (the caller's, from the restored generator) and no degradation.
+    Nothing is read from the process's gin configuration.
+    """
+    paths = ModelDir(model_dir)
+    if files.exists(paths.training_facts):
+        facts = TrainingFacts.from_json(json.loads(files.read_bytes(paths.training_facts)))
+        if facts.scale != scale:
+            raise ValueError(
+                f"{paths.training_facts} records scale {facts.scale} but the checkpoint's "
+                f"generator upscales x{scale}: the directory holds files of two runs"
+            )
+        return facts
+    max_input_pixels = None
+    if files.exists(paths.operative_config):
+        text = files.read_bytes(paths.operative_config).decode("utf-8")
+        found = _LEGACY_MAX_INPUT_PIXELS.search(text)
+        max_input_pixels = int(found.group(1)) if found else None
+    return TrainingFacts(scale=scale, max_input_pixels=max_input_pixels)
 
 
 def checkpoint_step(checkpoint: str) -> int | None:

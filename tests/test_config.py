@@ -149,3 +149,34 @@ def test_an_import_of_a_missing_module_is_a_value_error_naming_the_line(tmp_path
         message
     )
     assert "No module named 'dlss_dist.no_such_module'" in message
+
+
+@pytest.mark.parametrize(
+    ("binding", "message"),
+    [
+        (
+            "make_input_fn.online_degradation = None",
+            r"make_input_fn\.online_degradation \(--gin_param: .*\) has moved .*rename it to "
+            r"train_loop\.online_degradation",
+        ),
+        ("make_input_fn.scale = 2", r"make_input_fn\.scale .* has moved .*remove the binding"),
+    ],
+)
+def test_a_moved_binding_names_its_new_home(binding, message):
+    with pytest.raises(ValueError, match=message):
+        config.parse_config(["tiny_test.gin"], [binding])
+
+
+def test_an_old_operative_config_is_read_with_moved_bindings_renamed():
+    old = (
+        "make_input_fn.hr_patch_size = %HR_CROP\n"
+        "make_input_fn.online_degradation = @RealWorldDegradation()\n"
+        "make_input_fn.scale = %SCALE\n"
+        "make_input_fn.seed = 0\n"
+    )
+    assert config.upgrade_operative_config(old) == (
+        "make_input_fn.hr_patch_size = %HR_CROP\n"
+        "train_loop.online_degradation = @RealWorldDegradation()\n"
+        "\n"
+        "make_input_fn.seed = 0\n"
+    )

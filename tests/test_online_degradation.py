@@ -134,7 +134,7 @@ def test_real_world_configs_build_their_degradation(name):
     gin.clear_config()
     try:
         config.parse_config([name])
-        degrade = gin.query_parameter("make_input_fn.online_degradation").scoped_configurable_fn()
+        degrade = gin.query_parameter("train_loop.online_degradation").scoped_configurable_fn()
         assert degrade.scale == gin.query_parameter("%SCALE") == 4
         lr = degrade(tf.zeros([64, 64, 3], tf.uint8), [0, 1])
         assert lr.shape == (16, 16, 3)

@@ -381,3 +381,77 @@ def test_init_generator_from_a_missing_run_is_refused_before_anything_is_written
     with pytest.raises(ValueError, match="--init_generator_from=.*nowhere.*training model dir"):
         _train(tmp_path / "model", train_dataset, init_generator_from=str(tmp_path / "nowhere"))
     assert not (tmp_path / "model").exists()
+
+
+def test_export_and_evaluation_use_what_training_recorded_not_a_later_gin_binding(
+    train_dataset, tmp_path, clean_gin
+):
+    """Data facts travel as values: train_loop decides the scale, the degradation and the
+    exports' pixel limit once and records them in the model directory; a gin binding changed
+    afterwards (in the process, or in the directory's operative config) changes nothing."""
+    from dlss_dist.serving import convert, tensorflow_models
+
+    config.parse_config(
+        [th.TINY_GIN],
+        [
+            "train_loop.total_steps = 2",
+            "train_loop.sample_every_steps = 0",
+            "train_loop.max_input_pixels = 5000",
+        ],
+    )
+    model_dir = str(tmp_path / "model")
+    _train(model_dir, train_dataset)
+    paths = model_dir_lib.ModelDir(model_dir)
+    with open(paths.training_facts) as f:
+        assert json.load(f) == {
+            "scale": 2,
+            "max_input_pixels": 5000,
+            "degradation": "bicubic_matlab_antialias",
+            "degradation_spec": None,
+        }
+
+    # After training: another limit bound in this process and written into the operative config.
+    with gin.unlock_config():
+        gin.bind_parameter("train_loop.max_input_pixels", 8888)
+    with open(paths.operative_config) as f:
+        text = f.read()
+    assert "train_loop.max_input_pixels = 5000" in text
+    with open(paths.operative_config, "w") as f:
+        f.write(
+            text.replace("train_loop.max_input_pixels = 5000", "train_loop.max_input_pixels = 7777")
+        )
+
+    found = convert.checkpoint_generator(convert.resolve_checkpoint(model_dir))  # dlss-export
+    assert (found.scale, found.max_input_pixels) == (2, 5000)
+    runtime = tensorflow_models.CheckpointRuntime(model_dir)  # dlss-eval/upscale on the dir
+    assert (runtime.scale, runtime.max_input_pixels) == (2, 5000)
+
+
+def test_online_degradation_is_decided_once_and_recorded(train_dataset, tmp_path, clean_gin):
+    config.parse_config(
+        [th.TINY_GIN],
+        [
+            "import dlss_dist.degradations",
+            "train_loop.online_degradation = @RealWorldDegradation()",
+            "RealWorldDegradation.scale = %SCALE",
+            "train_loop.total_steps = 1",
+            "train_loop.warmup_steps = 1",
+            "train_loop.sample_every_steps = 0",
+            "train_loop.validation_examples = 1",
+        ],
+    )
+    model_dir = str(tmp_path / "model")
+    _train(model_dir, train_dataset)
+    with open(model_dir_lib.ModelDir(model_dir).training_facts) as f:
+        facts = json.load(f)
+    assert facts["degradation"] == "online:RealWorldDegradation"
+    assert facts["degradation_spec"]["scale"] == 2
+
+
+def test_an_old_model_directory_reads_its_limit_from_its_operative_config(tmp_path):
+    """A directory written before training_facts.json: the limit its run's gin wrote."""
+    paths = model_dir_lib.ModelDir(str(tmp_path))
+    with open(paths.operative_config, "w") as f:
+        f.write("train_loop.keep_exports = 3\ntrain_loop.max_input_pixels = 1234\n")
+    facts = model_dir_lib.read_training_facts(str(tmp_path), scale=4)
+    assert (facts.scale, facts.max_input_pixels, facts.degradation) == (4, 1234, None)

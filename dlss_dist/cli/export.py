@@ -50,8 +50,8 @@ flags.DEFINE_integer("version", None, "Version folder name (default: the checkpo
 flags.DEFINE_integer(
     "max_input_pixels",
     None,
-    "Largest input H*W the SavedModel accepts (default: the source export's, else the run's "
-    "train_loop.max_input_pixels).",
+    "Largest input H*W the SavedModel accepts (default: the source export's, else what the "
+    "training run recorded in its model directory).",
     lower_bound=1,
 )
 flags.DEFINE_list(
@@ -102,9 +102,8 @@ def main(argv):
     console.import_tensorflow_quietly()
     import tensorflow as tf
 
-    from dlss_dist import exporters
+    from dlss_dist import export, exporters
     from dlss_dist.serving import convert
-    from dlss_dist.training import loop
 
     exporters.check_dependencies(FLAGS.format)
     for flag in ("model_dir", "export_dir"):
@@ -136,7 +135,7 @@ def main(argv):
         scale=found.scale,
         formats=FLAGS.format,
         max_input_pixels=(
-            FLAGS.max_input_pixels or found.max_input_pixels or loop.max_input_pixels_of_run()
+            FLAGS.max_input_pixels or found.max_input_pixels or export.DEFAULT_MAX_INPUT_PIXELS
         ),
         overwrite=FLAGS.overwrite,
         onnx_opset=FLAGS.onnx_opset,

@@ -7,11 +7,13 @@ from (seed, epoch), and every example's crop and flip come from a stateless seed
 (seed, input pipeline, epoch, position in epoch). To resume at step `s`, the pipeline starts
 at the epoch that step falls in and skips the raw (still encoded) records already consumed.
 
-With `make_input_fn.online_degradation` set (a `degradations.RealWorldDegradation`), the
-stored LR is not read: each HR crop is degraded on the fly with a seed folded from the same
-per-example seed, so every epoch sees new LR for the same HR and resume stays exact.
-Validation examples are then degraded too (`degrade_examples`), with one fixed seed per
-example, so validation PSNR measures the task the model is trained for.
+The scale and the online degradation are values `train_loop` decides once and passes in (the
+generator's scale; `train_loop.online_degradation`); they are not gin parameters here. With an
+online degradation (a `degradations.RealWorldDegradation`), the stored LR is not read: each HR
+crop is degraded on the fly with a seed folded from the same per-example seed, so every epoch
+sees new LR for the same HR and resume stays exact. Validation examples are then degraded too
+(`degrade_examples`), with one fixed seed per example, so validation PSNR measures the task the
+model is trained for.
 """
 
 from __future__ import annotations
@@ -107,8 +109,8 @@ def _check_online(manifest: dict, *, scale: int, online) -> None:
         raise ValueError("The dataset does not support online degradations.")
     if getattr(online, "scale", scale) != scale:
         raise ValueError(
-            f"make_input_fn.online_degradation degrades by {online.scale}x but the config "
-            f"trains scale {scale}: bind RealWorldDegradation.scale = %SCALE."
+            f"train_loop.online_degradation degrades by {online.scale}x but the generator "
+            f"upscales x{scale}: bind RealWorldDegradation.scale = %SCALE."
         )
 
 
@@ -234,17 +236,20 @@ def random_dihedral(
     return transform(lr), transform(hr)
 
 
-@gin.configurable(denylist=["data_dir", "start_step"])
+@gin.configurable(
+    denylist=["data_dir", "scale", "online_degradation", "start_step", "skip_damaged"]
+)
 def make_input_fn(
     data_dir: str,
     *,
+    scale: int,
+    online_degradation: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
     start_step: int = 0,
+    skip_damaged: bool | None = None,
     split: str = "train",
     global_batch_size: int = gin.REQUIRED,
-    scale: int = gin.REQUIRED,
     hr_patch_size: int = gin.REQUIRED,
     degradation: str | None = imaging.DEGRADATION,
-    online_degradation: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
     seed: int = 0,
     augment: bool = True,
     shuffle_buffer: int = 1024,
@@ -254,16 +259,19 @@ def make_input_fn(
 
     Args:
       data_dir: a dataset written by `dlss-preprocess`.
+      scale: the super-resolution factor (the generator's, passed by `train_loop`); must
+        equal the dataset's unless `online_degradation` makes the LR.
+      online_degradation: makes each LR from its HR crop in the pipeline, called as
+        ``f(hr_uint8, seed) -> lr_uint8`` (`train_loop.online_degradation`, e.g.
+        ``@RealWorldDegradation()``); None uses the dataset's stored LR.
       start_step: the global step training resumes at; data continues from there.
+      skip_damaged: skip damaged records (`skip_damaged_records`, which `train_loop` asks
+        once); None asks it here.
       split: which split to train on.
       global_batch_size: examples per step over all replicas.
-      scale: the super-resolution factor; must equal the dataset's.
       hr_patch_size: side of the random HR training crop, in pixels.
       degradation: the LR-making function the dataset must have used (None: any);
         not checked when `online_degradation` is set, since the stored LR is not read.
-      online_degradation: makes each LR from its HR crop in the pipeline, called as
-        ``f(hr_uint8, seed) -> lr_uint8`` (e.g. ``@RealWorldDegradation()``); None uses
-        the dataset's stored LR.
       seed: data-order seed.
       augment: apply random flips and 90-degree rotations.
       shuffle_buffer: records permuted together (a block shuffle) within an epoch.
@@ -283,7 +291,8 @@ def make_input_fn(
     )
     if not schema.split_has_examples(manifest, split):
         raise ValueError(f"{data_dir} has no examples in split {split!r}.")
-    skip_damaged = skip_damaged_records()
+    if skip_damaged is None:
+        skip_damaged = skip_damaged_records()
     files, lengths = readable_shards(data_dir, manifest, split, skip_damaged=skip_damaged)
     read_file = record_reader(skip_damaged)
     if start_step < 0:
@@ -383,15 +392,20 @@ def make_input_fn(
     return input_fn
 
 
-def load_examples(data_dir: str, split: str, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def load_examples(
+    data_dir: str, split: str, count: int, *, skip_damaged: bool | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Reads the first `count` examples of a split as uint8 (lr, hr) pairs, uncropped.
 
     Used for sample grids and validation PSNR, where a fixed set of whole images is wanted.
+    `skip_damaged` as in `make_input_fn`.
     """
     files = schema.tfrecord_files(data_dir, split)
     if not files or count <= 0:
         return []
-    read_file = record_reader(skip_damaged_records())
+    if skip_damaged is None:
+        skip_damaged = skip_damaged_records()
+    read_file = record_reader(skip_damaged)
     dataset = tf.data.Dataset.from_tensor_slices(files).flat_map(read_file)
     dataset = dataset.take(count).map(schema.decode_example)
     try:

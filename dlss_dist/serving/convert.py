@@ -34,7 +34,8 @@ class SourceGenerator:
       origin: what it came from (a checkpoint prefix or a SavedModel folder), for messages.
       version: the version folder to export to by default (a checkpoint's step, or an
         export's own version number).
-      max_input_pixels: the source SavedModel's limit, or None (a checkpoint: the run's).
+      max_input_pixels: the source SavedModel's limit, or the one a training run recorded
+        in its model directory (`model_dir.read_training_facts`); None: the default.
     """
 
     generator: keras.Model
@@ -106,7 +107,10 @@ def resolve_checkpoint(directory: str, checkpoint: str | None = None) -> Checkpo
 def checkpoint_generator(checkpoint: Checkpoint) -> SourceGenerator:
     """The generator of a training model directory's checkpoint."""
     generator, scale = checkpoints.load_generator(checkpoint.model_dir, checkpoint.path)
-    return SourceGenerator(generator, scale, checkpoint.path, checkpoint.version)
+    facts = model_dir.read_training_facts(checkpoint.model_dir, scale=scale)
+    return SourceGenerator(
+        generator, scale, checkpoint.path, checkpoint.version, facts.max_input_pixels
+    )
 
 
 def source_generator(source: ModelSource, checkpoint: str | None = None) -> SourceGenerator:

@@ -75,15 +75,18 @@ class CheckpointRuntime:
       path: the checkpoint prefix.
       model_dir: the training model directory.
       generator: the Keras generator (what `dlss-export` converts).
+      max_input_pixels: the limit the run recorded for its exports
+        (`model_dir.read_training_facts`), so the directory behaves as its export would.
     """
 
     format = "checkpoint"
-    max_input_pixels = None
 
     def __init__(self, directory: str, checkpoint: str | None = None):
         self.model_dir = directory
         self.path = model_dir.resolve_checkpoint(directory, checkpoint)
         self.generator, self.scale = checkpoints.load_generator(directory, self.path)
+        facts = model_dir.read_training_facts(directory, scale=self.scale)
+        self.max_input_pixels = facts.max_input_pixels
         self._graph = UpscaleGraph(self.generator)
 
     def upscale_batch(self, images: np.ndarray) -> np.ndarray:

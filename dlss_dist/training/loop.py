@@ -12,7 +12,9 @@ What it composes, each in its own module:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
+from collections.abc import Callable
 
 import gin
 import keras
@@ -107,13 +109,26 @@ def check_model_dir(model_dir: str, *, total_steps: int) -> None:
         )
 
 
-def max_input_pixels_of_run() -> int:
-    """`train_loop.max_input_pixels` as the current gin config binds it (e.g. a model
-    directory's operative config), else the export default."""
-    try:
-        return int(gin.query_parameter("train_loop.max_input_pixels"))
-    except ValueError:
-        return export.DEFAULT_MAX_INPUT_PIXELS
+def training_facts(
+    manifest: dict, *, scale: int, max_input_pixels: int, online_degradation
+) -> model_dir_lib.TrainingFacts:
+    """The facts this run decides once (see `model_dir.TrainingFacts`), recorded for export
+    and evaluation."""
+    if online_degradation is None:
+        return model_dir_lib.TrainingFacts(
+            scale=scale, max_input_pixels=max_input_pixels, degradation=manifest.get("degradation")
+        )
+    spec = (
+        dataclasses.asdict(online_degradation)
+        if dataclasses.is_dataclass(online_degradation)
+        else {"repr": repr(online_degradation)}
+    )
+    return model_dir_lib.TrainingFacts(
+        scale=scale,
+        max_input_pixels=max_input_pixels,
+        degradation=f"online:{type(online_degradation).__name__}",
+        degradation_spec=spec,
+    )
 
 
 def resolve_init_checkpoint(source: str) -> str:
@@ -215,6 +230,7 @@ def train_loop(
     seed: int = 0,
     deterministic: bool = False,
     max_input_pixels: int = export.DEFAULT_MAX_INPUT_PIXELS,
+    online_degradation: Callable | None = None,
     init_generator_from: str | None = None,
 ) -> dict[str, float]:
     """Trains the GAN in `model_dir` from `data_dir`, resuming from its newest checkpoint.
@@ -244,11 +260,17 @@ def train_loop(
       seed: seeds weight initialisation and data order.
       deterministic: enable TF op determinism (bit-exact resume; slower).
       max_input_pixels: the exported model's input size limit.
+      online_degradation: makes each training LR from its HR crop in the input pipeline,
+        ``f(hr_uint8, seed) -> lr_uint8`` (e.g. ``@RealWorldDegradation()``), and the
+        validation LR the same way; None trains on the dataset's stored LR.
       init_generator_from: a training model directory (or checkpoint) whose generator
         starts this run: fine-tuning, e.g. a GAN phase from a PSNR-trained model. Read once,
         when `model_dir` has no checkpoint yet; a resumed run continues from its own.
 
-    The scale is the generator's own (`export.infer_scale`), checked against the dataset's.
+    The scale (the generator's own, `export.infer_scale`) and the online degradation are
+    decided here, once, and passed down as values to the input pipeline, validation, samples
+    and exports; the chief records them, with `max_input_pixels`, in the model directory's
+    ``training_facts.json``, which `dlss-export` and evaluation read.
 
     Returns:
       The last chunk's metrics (global means); empty when the model directory was already
@@ -288,7 +310,10 @@ def train_loop(
             time_input=not deterministic,
         )
         scale = export.infer_scale(trainer.generator)
-        pipeline.check_compatible(manifest, scale=scale, degradation=None)
+        pipeline.check_compatible(
+            manifest, scale=scale, degradation=None, online_degradation=online_degradation
+        )
+        skip_damaged = pipeline.skip_damaged_records()
         store = checkpoints.CheckpointStore(
             checkpoint,
             trainer.global_step,
@@ -301,16 +326,26 @@ def train_loop(
         if init_checkpoint and not resumed:
             _init_generator(trainer, init_checkpoint)
         start_step = int(trainer.global_step.numpy())
-        input_fn = pipeline.make_input_fn(data_dir, start_step=start_step)
+        input_fn = pipeline.make_input_fn(
+            data_dir,
+            scale=scale,
+            online_degradation=online_degradation,
+            skip_damaged=skip_damaged,
+            start_step=start_step,
+        )
         iterator = iter(strategy.distribute_datasets_from_function(input_fn))
 
-        examples = pipeline.load_examples(data_dir, validation_split, validation_examples)
+        def load(split):
+            return pipeline.load_examples(
+                data_dir, split, validation_examples, skip_damaged=skip_damaged
+            )
+
+        examples = load(validation_split)
         if not examples:
             logging.warning("No %r split: samples and validation use train.", validation_split)
-            examples = pipeline.load_examples(data_dir, "train", validation_examples)
-        online = gin.get_bindings(pipeline.make_input_fn).get("online_degradation")
-        if online is not None:
-            examples = pipeline.degrade_examples(examples, online, scale=scale)
+            examples = load("train")
+        if online_degradation is not None:
+            examples = pipeline.degrade_examples(examples, online_degradation, scale=scale)
         writer = (
             tf.summary.create_file_writer(paths.summaries)
             if chief
@@ -319,6 +354,14 @@ def train_loop(
         exporter = None
         if chief:
             paths.write_operative_config(gin.operative_config_str())
+            paths.write_training_facts(
+                training_facts(
+                    manifest,
+                    scale=scale,
+                    max_input_pixels=max_input_pixels,
+                    online_degradation=online_degradation,
+                )
+            )
             exporter = exporter_lib.BestExporter(
                 export_root=paths.export_root,
                 scale=scale,
