@@ -7,6 +7,8 @@
 * `atomic_write` / `atomic_write_json`: a file is written to a hidden temporary name beside
   its target and renamed over it when complete. A full disk, a crash or Ctrl-C leaves the
   old file (or none), never a truncated one; the temporary file is removed on failure.
+  `staged_file` is the same for a writer that needs a file name (FFmpeg, an archive
+  extractor): it yields the temporary name and renames it into place when the body ends.
 * `staged_folder`: a whole folder (e.g. an export version TF Serving watches) is written
   under a hidden temporary name and renamed into place in one step; on failure the partial
   folder is deleted. With ``replace=True`` an existing folder is moved aside first and
@@ -45,35 +47,54 @@ def is_remote(path: str) -> bool:
     return "://" in os.fspath(path)
 
 
-def _gfile():
-    import tensorflow as tf  # only remote paths need it
+def gfile():
+    """`tf.io.gfile`, for remote paths (imports TensorFlow on first use, so local work never
+    loads it)."""
+    import tensorflow as tf
 
     return tf.io.gfile
 
 
 def exists(path: str) -> bool:
-    return _gfile().exists(path) if is_remote(path) else os.path.lexists(path)
+    return gfile().exists(path) if is_remote(path) else os.path.lexists(path)
 
 
 def isdir(path: str) -> bool:
-    return _gfile().isdir(path) if is_remote(path) else os.path.isdir(path)
+    return gfile().isdir(path) if is_remote(path) else os.path.isdir(path)
 
 
 def makedirs(path: str) -> None:
     if is_remote(path):
-        _gfile().makedirs(path)
+        gfile().makedirs(path)
     elif path:
         os.makedirs(path, exist_ok=True)
+
+
+def remove_file(path: str) -> None:
+    """Deletes a file; a missing one is fine (another process may have removed it)."""
+    if is_remote(path):
+        import tensorflow as tf  # a remote path needs it anyway
+
+        with contextlib.suppress(tf.errors.NotFoundError):
+            gfile().remove(path)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+
+
+def read_text(path: str) -> str:
+    """The whole content of a local or remote UTF-8 text file."""
+    return read_bytes(path).decode("utf-8")
 
 
 def remove_tree(path: str) -> None:
     """Deletes a file or folder if it exists."""
     if is_remote(path):
-        gfile = _gfile()
-        if gfile.isdir(path):
-            gfile.rmtree(path)
-        elif gfile.exists(path):
-            gfile.remove(path)
+        remote = gfile()
+        if remote.isdir(path):
+            remote.rmtree(path)
+        elif remote.exists(path):
+            remote.remove(path)
     elif os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path)
     elif os.path.lexists(path):
@@ -94,7 +115,7 @@ def list_dir(path: str) -> list[str]:
     `tf.io.gfile.listdir` would raise on them and abort a whole run.
     """
     if is_remote(path):
-        return [name.rstrip("/") for name in _gfile().listdir(path)]
+        return [name.rstrip("/") for name in gfile().listdir(path)]
     return os.listdir(path)
 
 
@@ -127,12 +148,44 @@ def _write_local(path: str, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _rename(source: str, target: str) -> None:
-    """Renames over `target` (atomic on a local file system)."""
+def write_file(path: str, data: bytes) -> None:
+    """Writes `data` to `path` in place (local: flushed to disk), not atomically: for a
+    temporary file that is renamed into place afterwards (`atomic_write`, the run lock)."""
+    if is_remote(path):
+        with gfile().GFile(path, "wb") as f:
+            f.write(data)
+    else:
+        _write_local(path, data)
+
+
+def rename_over(source: str, target: str) -> None:
+    """Renames `source` over `target` (atomic on a local file system)."""
     if is_remote(source) or is_remote(target):
-        _gfile().rename(source, target, overwrite=True)
+        gfile().rename(source, target, overwrite=True)
     else:
         os.replace(source, target)
+
+
+@contextlib.contextmanager
+def staged_file(path: str, *, keep_extension: bool = False) -> Iterator[str]:
+    """Yields a hidden temporary name beside `path`; renames it over `path` when the body ends.
+
+    For writers that need a file name (FFmpeg, an archive extractor, a checksum check before
+    the file is accepted). If the body raises, the temporary file is removed and `path` keeps
+    its old content, or stays absent. With `keep_extension`, the temporary name ends in
+    `path`'s extension (FFmpeg picks the container from it). The folder is created if needed.
+    """
+    parent = os.path.dirname(path)
+    if parent:
+        makedirs(parent)
+    temp = temp_path_beside(path, keep_extension=keep_extension)
+    try:
+        yield temp
+        rename_over(temp, path)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            remove_tree(temp)
+        raise
 
 
 def atomic_write(path: str, data: bytes | str) -> str:
@@ -144,21 +197,8 @@ def atomic_write(path: str, data: bytes | str) -> str:
     """
     if isinstance(data, str):
         data = data.encode("utf-8")
-    parent = os.path.dirname(path)
-    if parent:
-        makedirs(parent)
-    temp = temp_path_beside(path)
-    try:
-        if is_remote(path):
-            with _gfile().GFile(temp, "wb") as f:
-                f.write(data)
-        else:
-            _write_local(temp, data)
-        _rename(temp, path)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            remove_tree(temp)
-        raise
+    with staged_file(path) as temp:
+        write_file(temp, data)
     return path
 
 
@@ -235,12 +275,12 @@ def publish_entries(
         elif exists(target) and not replace:
             raise OutputExistsError(f"{target} already exists")
         else:
-            _rename(source, target)
+            rename_over(source, target)
 
 
 def _rename_folder(source: str, target: str) -> None:
     if is_remote(source) or is_remote(target):
-        _gfile().rename(source, target, overwrite=False)
+        gfile().rename(source, target, overwrite=False)
     else:
         os.rename(source, target)
 
@@ -297,7 +337,7 @@ def no_space(error: BaseException) -> bool:
 def read_bytes(path: str) -> bytes:
     """The whole content of a local or remote file."""
     if is_remote(path):
-        with _gfile().GFile(path, "rb") as f:
+        with gfile().GFile(path, "rb") as f:
             return f.read()
     with open(path, "rb") as f:
         return f.read()

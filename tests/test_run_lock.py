@@ -21,7 +21,7 @@ import pytest
 import tensorflow as tf
 from absl import logging
 
-from dlss_dist import run_lock
+from dlss_dist import files, run_lock
 
 
 def _wait_for(condition, timeout=30.0):
@@ -203,15 +203,16 @@ def test_another_live_process_is_refused_then_released(tmp_path):
         pass
 
 
-def _full_disk_write(fd, data):
-    """os.write on a full disk: nothing written, ENOSPC."""
+def _full_disk_write(path, data):
+    """The file plumbing's local write on a full disk: the file is created, nothing written."""
+    open(path, "wb").close()
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def test_a_full_disk_leaves_no_lock_and_the_error_names_the_file(tmp_path, monkeypatch):
     # Issue 19 case 4: a full disk at lock time left a 0-byte run.lock that blocked the folder.
     folder = str(tmp_path / "model")
-    monkeypatch.setattr(run_lock.os, "write", _full_disk_write)
+    monkeypatch.setattr(files, "_write_local", _full_disk_write)
     with pytest.raises(OSError, match="No space left on device") as raised:
         run_lock.RunLock(folder, "dlss-train").acquire()
     monkeypatch.undo()
@@ -261,7 +262,7 @@ def test_a_heartbeat_on_a_full_disk_leaves_the_lock_whole(tmp_path, monkeypatch)
     folder = str(tmp_path / "model")
     lock = run_lock.RunLock(folder, "dlss-train", heartbeat_seconds=1000, stale_after_seconds=2000)
     with lock:
-        monkeypatch.setattr(run_lock.os, "write", _full_disk_write)
+        monkeypatch.setattr(files, "_write_local", _full_disk_write)
         assert lock.refresh() and not lock.lost  # a transient error does not stop the run
         monkeypatch.undo()
         assert run_lock.read_lock(folder).token == lock.info.token

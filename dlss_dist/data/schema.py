@@ -3,7 +3,8 @@
 The Beam job (``beam_jobs/``) writes examples with :func:`serialize_example`, each framed by
 :func:`tfrecord_frame`; the ``tf.data`` pipeline, evaluation and TFDS read them with
 :func:`decode_example` or ``tfds.builder_from_directory`` (both go through :func:`features`),
-and `dlss_dist.data.verify` checks the frames with :func:`masked_crc32c`.
+and `dlss_dist.data.verify` reads the frames back with :func:`frame_length` and
+:func:`frame_data`.
 """
 
 from __future__ import annotations
@@ -105,6 +106,24 @@ def tfrecord_frame(record: bytes) -> bytes:
         + record
         + struct.pack("<I", masked_crc32c(record))
     )
+
+
+def frame_length(header: bytes) -> int | None:
+    """The data length a frame's `FRAME_HEADER_BYTES` header holds, or None if the length's
+    CRC does not match (the rest of the file cannot be located)."""
+    length_bytes = header[:8]
+    (length_crc,) = struct.unpack("<I", header[8:FRAME_HEADER_BYTES])
+    if masked_crc32c(length_bytes) != length_crc:
+        return None
+    return struct.unpack("<Q", length_bytes)[0]
+
+
+def frame_data(body: bytes) -> bytes | None:
+    """A frame's data from its body (data + `FRAME_FOOTER_BYTES` CRC), or None if the data's
+    CRC does not match."""
+    data = body[:-FRAME_FOOTER_BYTES]
+    (data_crc,) = struct.unpack("<I", body[-FRAME_FOOTER_BYTES:])
+    return data if masked_crc32c(data) == data_crc else None
 
 
 def _png_bytes(image) -> bytes:

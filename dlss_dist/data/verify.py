@@ -16,10 +16,10 @@ can read when asked to skip damaged records.
 from __future__ import annotations
 
 import dataclasses
-import struct
 
 import tensorflow as tf
 
+from dlss_dist import files
 from dlss_dist.data import schema
 
 FIX = (
@@ -106,21 +106,20 @@ def _scan_frames(path: str, report: ShardReport, chunk: int) -> ShardReport:
     with tf.io.gfile.GFile(path, "rb") as f:
         offset, index = 0, 0
         while True:
-            header = f.read(12)
+            header = f.read(schema.FRAME_HEADER_BYTES)
             if not header:
                 break
-            if len(header) < 12:
+            if len(header) < schema.FRAME_HEADER_BYTES:
                 report.problems.append(f"truncated record {index} at offset {offset} (cut short)")
                 break
-            (length,) = struct.unpack("<Q", header[:8])
-            (length_crc,) = struct.unpack("<I", header[8:])
-            if schema.masked_crc32c(header[:8]) != length_crc:
+            length = schema.frame_length(header)
+            if length is None:
                 report.problems.append(
                     f"corrupted length of record {index} at offset {offset}: the rest of the "
                     "file cannot be read"
                 )
                 break
-            remaining, parts = length + 4, []
+            remaining, parts = length + schema.FRAME_FOOTER_BYTES, []
             while remaining:
                 part = f.read(min(remaining, chunk))
                 if not part:
@@ -130,16 +129,14 @@ def _scan_frames(path: str, report: ShardReport, chunk: int) -> ShardReport:
             if remaining:
                 report.problems.append(f"truncated record {index} at offset {offset} (cut short)")
                 break
-            body = b"".join(parts)
-            (data_crc,) = struct.unpack("<I", body[-4:])
-            if schema.masked_crc32c(body[:-4]) != data_crc:
+            if schema.frame_data(b"".join(parts)) is None:
                 report.problems.append(f"corrupted record {index} at offset {offset}")
                 damaged = True
             else:
                 report.records += 1
                 if not damaged:
                     report.reachable += 1
-            offset += 12 + length + 4
+            offset += schema.FRAME_HEADER_BYTES + length + schema.FRAME_FOOTER_BYTES
             index += 1
     return report
 
@@ -212,7 +209,7 @@ def check_split_sizes(data_dir: str, manifest: dict, split: str) -> None:
         not missing
         and not extra
         and (wanted is None or size == wanted)
-        and all(_opens(path) for path in expected if "://" not in path)
+        and all(_opens(path) for path in expected if not files.is_remote(path))
     ):
         return
     raise_damage(data_dir, split, manifest)
