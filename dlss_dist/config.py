@@ -50,6 +50,10 @@ MOVED_BINDINGS: dict[str, tuple[str | None, str]] = {
         None,
         "the scale is the generator's (%SCALE); train_loop passes it to the input pipeline",
     ),
+    "make_input_fn.global_batch_size": (
+        None,
+        "train_loop.global_batch_size is passed to the input pipeline, one value for both",
+    ),
 }
 
 

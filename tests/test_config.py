@@ -160,6 +160,10 @@ def test_an_import_of_a_missing_module_is_a_value_error_naming_the_line(tmp_path
             r"train_loop\.online_degradation",
         ),
         ("make_input_fn.scale = 2", r"make_input_fn\.scale .* has moved .*remove the binding"),
+        (
+            "make_input_fn.global_batch_size = 4",
+            r"make_input_fn\.global_batch_size .* has moved .*train_loop\.global_batch_size",
+        ),
     ],
 )
 def test_a_moved_binding_names_its_new_home(binding, message):
@@ -169,12 +173,14 @@ def test_a_moved_binding_names_its_new_home(binding, message):
 
 def test_an_old_operative_config_is_read_with_moved_bindings_renamed():
     old = (
+        "make_input_fn.global_batch_size = %GLOBAL_BATCH_SIZE\n"
         "make_input_fn.hr_patch_size = %HR_CROP\n"
         "make_input_fn.online_degradation = @RealWorldDegradation()\n"
         "make_input_fn.scale = %SCALE\n"
         "make_input_fn.seed = 0\n"
     )
     assert config.upgrade_operative_config(old) == (
+        "\n"
         "make_input_fn.hr_patch_size = %HR_CROP\n"
         "train_loop.online_degradation = @RealWorldDegradation()\n"
         "\n"

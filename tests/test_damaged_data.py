@@ -53,7 +53,6 @@ def dataset(train_dataset, tmp_path) -> str:
 @pytest.fixture
 def bind_input(request):
     gin.clear_config()
-    gin.bind_parameter("make_input_fn.global_batch_size", 2)
     gin.bind_parameter("make_input_fn.hr_patch_size", 16)
     yield
     gin.clear_config()
@@ -104,9 +103,9 @@ def test_verify_cli(dataset):
 def test_a_short_shard_stops_training_input_naming_the_file(dataset, bind_input):
     keep_first_record(shards(dataset)[1])
     with pytest.raises(verify.DatasetDamagedError, match=r"tfrecord-00001-of-00003: 1 readable"):
-        pipeline.make_input_fn(dataset, scale=2)
+        pipeline.make_input_fn(dataset, scale=2, global_batch_size=2)
     with pytest.raises(verify.DatasetDamagedError, match="skip_damaged_records.enabled = True"):
-        pipeline.make_input_fn(dataset, scale=2)
+        pipeline.make_input_fn(dataset, scale=2, global_batch_size=2)
 
 
 def test_skipping_damaged_records_is_opt_in_and_counted(dataset, bind_input, caplog):
@@ -119,7 +118,7 @@ def test_skipping_damaged_records_is_opt_in_and_counted(dataset, bind_input, cap
     _, lengths = pipeline.readable_shards(dataset, manifest, "train", skip_damaged=True)
     # File 0: only the record before the flipped one is reachable; file 1: one record left.
     assert lengths == [1, 1, expected[2]]
-    input_fn = pipeline.make_input_fn(dataset, scale=2)
+    input_fn = pipeline.make_input_fn(dataset, scale=2, global_batch_size=2)
     assert f"Skipping {sum(expected) - sum(lengths)} of {sum(expected)} records" in caplog.text
     # Two epochs of the readable records go through without an error.
     assert count_records(input_fn, sum(lengths)) == 2 * sum(lengths)
@@ -174,7 +173,7 @@ def test_a_split_whose_only_shard_is_missing_names_the_file(dataset, model, bind
         os.remove(path)
     expected = schema.shard_path(dataset, "dlss_sr", "train", 0, 3)
     with pytest.raises(verify.DatasetDamagedError) as raised:
-        pipeline.make_input_fn(dataset, scale=2)
+        pipeline.make_input_fn(dataset, scale=2, global_batch_size=2)
     message = str(raised.value)
     assert f"{expected}: missing" in message and f"dlss-verify --data={dataset}" in message
     with pytest.raises(verify.DatasetDamagedError, match=f"{expected}: missing"):
@@ -202,7 +201,7 @@ def test_a_bad_manifest_is_named_by_verify_training_and_eval(
     expected = f"{path} {what}"
     for attempt in (
         lambda: verify.verify_dataset(dataset),
-        lambda: pipeline.make_input_fn(dataset, scale=2),
+        lambda: pipeline.make_input_fn(dataset, scale=2, global_batch_size=2),
         lambda: evaluate.evaluate(model=model, data=dataset, output_dir=str(tmp_path)),
     ):
         with pytest.raises(schema.ManifestError) as raised:
@@ -220,7 +219,7 @@ def test_an_unreadable_shard_is_named_as_dlss_verify_names_it(dataset, bind_inpu
     (line,) = verify.verify_dataset(dataset)["damage"]
     assert line == f"{path}: cannot be read (Is a directory)"
     with pytest.raises(verify.DatasetDamagedError) as raised:
-        pipeline.make_input_fn(dataset, scale=2)
+        pipeline.make_input_fn(dataset, scale=2, global_batch_size=2)
     assert line in str(raised.value) and f"dlss-verify --data={dataset}" in str(raised.value)
 
 

@@ -314,20 +314,26 @@ def test_dlss_eval_scores_an_untrained_generator_exactly_as_bicubic(tmp_path):
     assert summary["metrics"]["bicubic"]["psnr_rgb"] > summary["metrics"]["nearest"]["psnr_rgb"]
 
 
-@pytest.mark.slow
-def test_dlss_export_uses_the_runs_max_input_pixels(train_dataset, tmp_path, clean_gin):
-    # One home for the limit: train_loop.max_input_pixels, read back from the run's
-    # operative config by dlss-export (its flag only overrides).
+def _train_with_a_pixel_limit(tmp_path, data_dir: str, limit: int) -> str:
+    """A 2-step tiny run with train_loop.max_input_pixels = `limit`; returns its model dir."""
     config.parse_config(
         [th.TINY_GIN],
         [
             "train_loop.total_steps = 2",
             "train_loop.sample_every_steps = 0",
-            "train_loop.max_input_pixels = 5000",
+            f"train_loop.max_input_pixels = {limit}",
         ],
     )
     model_dir = str(tmp_path / "model")
-    _train(model_dir, train_dataset)
+    _train(model_dir, data_dir)
+    return model_dir
+
+
+@pytest.mark.slow
+def test_dlss_export_uses_the_runs_max_input_pixels(train_dataset, tmp_path, clean_gin):
+    # One home for the limit: train_loop.max_input_pixels, read back from the run's
+    # operative config by dlss-export (its flag only overrides).
+    model_dir = _train_with_a_pixel_limit(tmp_path, train_dataset, 5000)
     result = th.run_cli(
         "export",
         f"--model_dir={model_dir}",
@@ -391,16 +397,7 @@ def test_export_and_evaluation_use_what_training_recorded_not_a_later_gin_bindin
     afterwards (in the process, or in the directory's operative config) changes nothing."""
     from dlss_dist.serving import convert, tensorflow_models
 
-    config.parse_config(
-        [th.TINY_GIN],
-        [
-            "train_loop.total_steps = 2",
-            "train_loop.sample_every_steps = 0",
-            "train_loop.max_input_pixels = 5000",
-        ],
-    )
-    model_dir = str(tmp_path / "model")
-    _train(model_dir, train_dataset)
+    model_dir = _train_with_a_pixel_limit(tmp_path, train_dataset, 5000)
     paths = model_dir_lib.ModelDir(model_dir)
     with open(paths.training_facts) as f:
         assert json.load(f) == {

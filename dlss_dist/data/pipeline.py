@@ -7,8 +7,9 @@ from (seed, epoch), and every example's crop and flip come from a stateless seed
 (seed, input pipeline, epoch, position in epoch). To resume at step `s`, the pipeline starts
 at the epoch that step falls in and skips the raw (still encoded) records already consumed.
 
-The scale and the online degradation are values `train_loop` decides once and passes in (the
-generator's scale; `train_loop.online_degradation`); they are not gin parameters here. With an
+The scale, the global batch size and the online degradation are values `train_loop` decides
+once and passes in (the generator's scale, `train_loop.global_batch_size`,
+`train_loop.online_degradation`); they are not gin parameters here. With an
 online degradation (a `degradations.RealWorldDegradation`), the stored LR is not read: each HR
 crop is degraded on the fly with a seed folded from the same per-example seed, so every epoch
 sees new LR for the same HR and resume stays exact. Validation examples are then degraded too
@@ -237,17 +238,24 @@ def random_dihedral(
 
 
 @gin.configurable(
-    denylist=["data_dir", "scale", "online_degradation", "start_step", "skip_damaged"]
+    denylist=[
+        "data_dir",
+        "scale",
+        "global_batch_size",
+        "online_degradation",
+        "start_step",
+        "skip_damaged",
+    ]
 )
 def make_input_fn(
     data_dir: str,
     *,
     scale: int,
+    global_batch_size: int,
     online_degradation: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
     start_step: int = 0,
     skip_damaged: bool | None = None,
     split: str = "train",
-    global_batch_size: int = gin.REQUIRED,
     hr_patch_size: int = gin.REQUIRED,
     degradation: str | None = imaging.DEGRADATION,
     seed: int = 0,
@@ -261,6 +269,8 @@ def make_input_fn(
       data_dir: a dataset written by `dlss-preprocess`.
       scale: the super-resolution factor (the generator's, passed by `train_loop`); must
         equal the dataset's unless `online_degradation` makes the LR.
+      global_batch_size: examples per step over all replicas (`train_loop.global_batch_size`,
+        passed by `train_loop`, so the batches are the size the losses are scaled by).
       online_degradation: makes each LR from its HR crop in the pipeline, called as
         ``f(hr_uint8, seed) -> lr_uint8`` (`train_loop.online_degradation`, e.g.
         ``@RealWorldDegradation()``); None uses the dataset's stored LR.
@@ -268,7 +278,6 @@ def make_input_fn(
       skip_damaged: skip damaged records (`skip_damaged_records`, which `train_loop` asks
         once); None asks it here.
       split: which split to train on.
-      global_batch_size: examples per step over all replicas.
       hr_patch_size: side of the random HR training crop, in pixels.
       degradation: the LR-making function the dataset must have used (None: any);
         not checked when `online_degradation` is set, since the stored LR is not read.

@@ -267,10 +267,10 @@ def train_loop(
         starts this run: fine-tuning, e.g. a GAN phase from a PSNR-trained model. Read once,
         when `model_dir` has no checkpoint yet; a resumed run continues from its own.
 
-    The scale (the generator's own, `export.infer_scale`) and the online degradation are
-    decided here, once, and passed down as values to the input pipeline, validation, samples
-    and exports; the chief records them, with `max_input_pixels`, in the model directory's
-    ``training_facts.json``, which `dlss-export` and evaluation read.
+    The scale (the generator's own, `export.infer_scale`), the global batch size and the online
+    degradation are decided here, once, and passed down as values to the input pipeline,
+    validation, samples and exports; the chief records them, with `max_input_pixels`, in the
+    model directory's ``training_facts.json``, which `dlss-export` and evaluation read.
 
     Returns:
       The last chunk's metrics (global means); empty when the model directory was already
@@ -329,6 +329,7 @@ def train_loop(
         input_fn = pipeline.make_input_fn(
             data_dir,
             scale=scale,
+            global_batch_size=global_batch_size,
             online_degradation=online_degradation,
             skip_damaged=skip_damaged,
             start_step=start_step,
