@@ -313,7 +313,7 @@ def _traced(trace_json: str, argv: list[str]) -> None:
     import apache_beam as beam
     from apache_beam.runners.portability.fn_api_runner import fn_runner, worker_handlers
 
-    wrap(cli, "parse_options", "parse_options")
+    wrap(cli, "options_from_flags", "parse_options")
     wrap(job, "preflight", "preflight")
     wrap(job, "_take_lock", "lock")
     wrap(job, "choose_workers", "choose_workers")

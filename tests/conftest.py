@@ -98,7 +98,7 @@ def make_dataset(tmp_path):
         if input_dir is not None:
             argv.append(f"--input_dir={input_dir}")
         argv.append(f"--output_dir={output_dir}")
-        job.run_job(cli.parse_options(argv)[0])
+        job.run_job(cli.parse_options(argv))
         return output_dir
 
     return _make

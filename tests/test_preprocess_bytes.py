@@ -30,7 +30,7 @@ def inputs(tmp_path_factory):
 def _run(flags):
     from beam_jobs.images_to_tfrecords import cli, job
 
-    job.run_job(cli.parse_options(flags)[0])
+    job.run_job(cli.parse_options(flags))
 
 
 @pytest.mark.parametrize("case", sorted(EXPECTED))

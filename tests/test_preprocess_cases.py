@@ -43,6 +43,13 @@ def _cli(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
     )
 
 
+def run_cli(argv: list[str]) -> int:
+    """``dlss-preprocess`` in this process (the shell's absl parsing included): exit status."""
+    with pytest.raises(SystemExit) as info:
+        cli.run(argv)
+    return info.value.code or 0
+
+
 def _rejects(out) -> dict[str, str]:
     with open(os.path.join(out, schema.REJECTS_FILE)) as f:
         return {r["key"]: r["reason"] for r in map(json.loads, f)}
@@ -171,7 +178,7 @@ def _partition_case(tmp_path, lines: list[str], bom: bool = False) -> pathlib.Pa
 def test_partition_file_problems_are_clean_preflight_errors(tmp_path, capsys, lines, message):
     root = _partition_case(tmp_path, lines)
     argv = ["--source=celeba", f"--celeba_dir={root}", f"--output_dir={tmp_path / 'out'}"]
-    assert cli.main(argv) == 2
+    assert run_cli(argv) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("dlss-preprocess: error: ") and message in err, err
     assert "\n" not in err and not (tmp_path / "out").exists()
@@ -184,17 +191,17 @@ def test_partition_file_with_a_byte_order_mark_is_fine(tmp_path, make_dataset):
 
 
 @pytest.mark.parametrize(
-    ("flags", "message"),
+    ("flags", "message", "exit_code"),
     [
-        (["--split_ratios=nan,1,1"], "--split_ratios must be 3 finite"),
-        (["--split_ratios=inf,1,0"], "--split_ratios must be 3 finite"),
-        (["--output_dir={a_file}"], "is a file, not a folder"),
-        (["--output_dir={read_only}"], "writ"),
-        (["--hr-size=64"], "unknown option(s): --hr-size=64"),
+        (["--split_ratios=nan,1,1"], "--split_ratios must be 3 finite", 2),
+        (["--split_ratios=inf,1,0"], "--split_ratios must be 3 finite", 2),
+        (["--output_dir={a_file}"], "is a file, not a folder", 1),
+        (["--output_dir={read_only}"], "writ", 1),
+        (["--hr-size=64"], "unknown option(s) --hr-size=64", 2),
     ],
 )
 def test_bad_settings_and_outputs_stop_before_any_work(
-    flags, message, tmp_path, sample_photos, capsys
+    flags, message, exit_code, tmp_path, sample_photos, capsys
 ):
     (tmp_path / "a_file").write_text("not a folder")
     if IS_ROOT:
@@ -207,9 +214,7 @@ def test_bad_settings_and_outputs_stop_before_any_work(
     argv += [f.format(**paths) for f in flags]
     if not any(f.startswith("--output_dir") for f in flags):
         argv.append(f"--output_dir={tmp_path / 'out'}")
-    with pytest.raises(SystemExit) as info:
-        cli.run(argv)
-    assert info.value.code == 2
+    assert run_cli(argv) == exit_code
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err, err
     assert not (tmp_path / "out").exists()
@@ -219,7 +224,7 @@ def test_a_second_job_into_the_same_folder_refuses(tmp_path, sample_photos, caps
     out = tmp_path / "out"
     with run_lock.RunLock(str(out), "dlss-preprocess"):
         argv = ["--source=folder", f"--input_dir={sample_photos}", f"--output_dir={out}"]
-        assert cli.main([*argv, "--scale=2", "--hr_size=32"]) == 2
+        assert run_cli([*argv, "--scale=2", "--hr_size=32"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("dlss-preprocess: error: ") and "is in use by dlss-preprocess" in err
     assert sorted(os.listdir(out)) == []  # the refused run wrote nothing
@@ -385,7 +390,7 @@ def test_a_stale_lock_is_taken_over_with_the_promised_warning(
     stale.update(token="dead", started=0.0, heartbeat=0.0)
     (out / run_lock.LOCK_FILE).write_text(json.dumps(stale))
     argv = ["--source=folder", f"--input_dir={sample_photos}", f"--output_dir={out}"]
-    assert cli.main([*argv, "--scale=2", "--hr_size=32"]) == 0
+    assert run_cli([*argv, "--scale=2", "--hr_size=32"]) == 0
     err = capsys.readouterr().err
     assert "warning: Taking over the lock on" in err and "alice" in err, err
     assert not (out / run_lock.LOCK_FILE).exists()
@@ -399,7 +404,7 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path, sample_photos, monkeypatch, ca
     monkeypatch.setattr(examples, "examples_for_item", interrupted)
     out = tmp_path / "out"
     argv = ["--source=folder", f"--input_dir={sample_photos}", f"--output_dir={out}"]
-    assert cli.main([*argv, "--scale=2", "--hr_size=32"]) == 130
+    assert run_cli([*argv, "--scale=2", "--hr_size=32"]) == 130
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1] == "dlss-preprocess: error: interrupted", err
     assert "RuntimeError" not in err and "Traceback" not in err, err

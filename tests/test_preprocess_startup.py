@@ -170,7 +170,10 @@ def test_bench_preprocess_smoke(tmp_path):
 NO_TENSORFLOW = """
 import sys
 from beam_jobs.images_to_tfrecords import cli
-status = cli.main(sys.argv[1:])
+try:
+    cli.run(sys.argv[1:])
+except SystemExit as exit_:
+    status = exit_.code or 0
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "jax", "torch"))
 print("STATUS", status, "HEAVY", heavy)
 """

@@ -1,17 +1,20 @@
-"""``dlss-preprocess``: images → sharded LR/HR TFRecords that TFDS loads.
+r"""Turns images into sharded LR/HR TFRecords (a TFDS dataset) with Apache Beam.
 
-Parses the command line into :class:`~beam_jobs.images_to_tfrecords.job.JobOptions`
-(every option it does not know must be a Beam pipeline option), calls ``run_job`` and
-tells a short story: what was found, progress, what was written and where. Beam's, gRPC's
-and the workers' own logging stays out of the console unless ``--verbosity`` asks.
-A user error is one line ``dlss-preprocess: error: ...`` and exit status 2 (1 when the
-job ran or failed but wrote nothing); the traceback only with ``--verbosity >= 1``,
-which also shows every library's log, as in the other dlss tools (dlss_dist.console).
+  dlss-preprocess --source=folder --input_dir=photos --output_dir=dataset --scale=2 --hr_size=64
+  dlss-preprocess --source=celeba --celeba_dir=/data/celeba --output_dir=/data/celeba_sr \
+      --direct_num_workers=2 --direct_running_mode=multi_processing
+
+Every other --option is passed to Beam as a pipeline option (--runner, --direct_num_workers,
+--direct_running_mode, Dataflow's --project ...); one that is neither ours nor Beam's is
+refused. Prints what was found, progress, what was written and where; Beam's, gRPC's and the
+workers' own logging only with --verbosity=1. Exit codes as every dlss tool: 0 done, 1 error
+(one line `dlss-preprocess: error: ...`, the traceback too with --debug), 2 bad command line,
+130 Ctrl-C. A failed or interrupted run leaves the previous dataset as it was. See
+docs/preprocess.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import contextlib
 import dataclasses
@@ -19,98 +22,91 @@ import logging as std_logging
 import os
 import sys
 import time
-import traceback
+import typing
+
+from absl import app, flags
 
 from beam_jobs.images_to_tfrecords.errors import NoExamplesError, PreflightError
+from beam_jobs.images_to_tfrecords.options import SOURCE_FOLDERS, JobOptions
+from dlss_dist.cli import UserError, is_user_error, run_tool, shared_flags
 
 PROG = "dlss-preprocess"
-EXIT_INTERRUPTED = 130  # as every dlss tool (dlss_dist.cli), after the shell's convention
-EXAMPLES = """examples:
-  dlss-preprocess --source=folder --input_dir=photos --output_dir=dataset --scale=2 --hr_size=64
-  dlss-preprocess --source=celeba --celeba_dir=/data/celeba --output_dir=/data/celeba_sr \\
-      --direct_num_workers=2 --direct_running_mode=multi_processing
-
-Any other --option is passed to Beam (e.g. --runner, --direct_num_workers, Dataflow's)."""
+FLAGS = flags.FLAGS
 
 
-def _split_ratios(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(","))
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"must be 3 numbers like 0.9,0.05,0.05: {text!r}") from e
+class _NumbersParser(flags.ArgumentParser):
+    """``0.9,0.05,0.05`` -> ``(0.9, 0.05, 0.05)``: a fixed count of comma-separated numbers."""
+
+    def __init__(self, example: tuple[float, ...]):
+        self._example = ",".join(map(str, example))
+        self._count = len(example)
+
+    def parse(self, argument):
+        if isinstance(argument, tuple):
+            return argument
+        try:
+            numbers = tuple(float(part) for part in str(argument).split(","))
+        except ValueError:
+            numbers = ()
+        if len(numbers) != self._count:
+            raise ValueError(
+                f"must be {self._count} comma-separated numbers like {self._example}, "
+                f"got {argument!r}"
+            )
+        return numbers
+
+    def flag_type(self) -> str:
+        return f"{self._count} comma-separated numbers"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The job's own options (everything else goes to Beam's PipelineOptions)."""
-    from beam_jobs.images_to_tfrecords.job import JobOptions
-    from beam_jobs.images_to_tfrecords.sources import SOURCES
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+    """Defines the command line from :class:`JobOptions`: one flag per field with a ``help``
+    in its metadata (type from the annotation, ``choices``/``minimum`` from the metadata, the
+    field's default; required without one), and each source's folder flags for ``inputs``."""
+    hints = typing.get_type_hints(JobOptions)
+    for field in dataclasses.fields(JobOptions):
+        meta = field.metadata
+        if "help" not in meta:
+            continue  # inputs (the folder flags below), beam_args (the other flags)
+        name, kind, help_text = field.name, hints[field.name], meta["help"]
+        default = None if field.default is dataclasses.MISSING else field.default
+        bounds = {"lower_bound": meta["minimum"]} if "minimum" in meta else {}
+        if "choices" in meta:
+            define = (flags.DEFINE_enum, name, default, list(meta["choices"]), help_text)
+        elif kind is bool:
+            define = (flags.DEFINE_bool, name, default, help_text)
+        elif kind in (int, int | None):
+            define = (flags.DEFINE_integer, name, default, help_text)
+        elif kind is str:
+            define = (flags.DEFINE_string, name, default, help_text)
+        elif typing.get_origin(kind) is tuple and set(typing.get_args(kind)) == {float}:
+            flags.DEFINE(
+                _NumbersParser(default),
+                name,
+                default,
+                help_text,
+                flag_values=flag_values,
+                serializer=flags.CsvListSerializer(","),
+            )
+            continue
+        else:
+            raise TypeError(f"JobOptions.{name}: no command-line flag type for {kind}")
+        kwargs = {**bounds} if define[0] is flags.DEFINE_integer else {}
+        shared_flags.define(*define, flag_values=flag_values, **kwargs)
+        if field.default is dataclasses.MISSING:
+            flags.mark_flag_as_required(name, flag_values=flag_values)
+    for folders in SOURCE_FOLDERS.values():
+        for flag, help_text in folders.items():
+            shared_flags.define(flags.DEFINE_string, flag, None, help_text, flag_values=flag_values)
 
-    defaults = JobOptions(source="folder", output_dir="")
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Turn images into sharded LR/HR TFRecords (a TFDS dataset).",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
-    )
-    parser.add_argument("--source", choices=sorted(SOURCES), required=True)
-    for source in SOURCES.values():
-        for flag, help_text in source.folders.items():
-            parser.add_argument(f"--{flag}", help=help_text)
-    parser.add_argument("--output_dir", required=True, help="the dataset folder to write")
-    parser.add_argument("--name", default=defaults.name, help="dataset name, the shard prefix")
-    parser.add_argument("--scale", type=int, default=defaults.scale, help="HR/LR ratio, 2, 4, 8...")
-    parser.add_argument(
-        "--hr_size",
-        type=int,
-        default=defaults.hr_size,
-        help="side of the square HR image (folder/celeba); minimum HR side (paired)",
-    )
-    parser.add_argument(
-        "--patches_per_image",
-        type=int,
-        default=0,
-        help="folder source: N random hr_size patches per photo at native resolution "
-        "instead of one resized centre crop",
-    )
-    parser.add_argument(
-        "--split_ratios",
-        type=_split_ratios,
-        default=defaults.split_ratios,
-        help="train,validation,test fractions for folder/paired sources (default 0.9,0.05,0.05)",
-    )
-    parser.add_argument(
-        "--num_shards", type=int, help="shards per split (default: about --examples_per_shard)"
-    )
-    parser.add_argument("--examples_per_shard", type=int, default=defaults.examples_per_shard)
-    parser.add_argument(
-        "--alpha",
-        choices=("white", "reject"),
-        default=defaults.alpha,
-        help="transparent pixels: composite on white, or reject the image",
-    )
-    parser.add_argument(
-        "--max_pixels",
-        type=int,
-        default=defaults.max_pixels,
-        help="reject images with more pixels (decompression-bomb guard)",
-    )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace a dataset already in --output_dir (only once the new one is complete)",
-    )
-    parser.add_argument(
-        "--verbosity",
-        type=int,
-        default=0,
-        help="0: the story only; 1: also our log, Beam's and the workers' internals, tracebacks",
-    )
-    return parser
+
+define_flags()
 
 
 def unknown_beam_args(beam_args: list[str]) -> list[str]:
-    """The arguments that are neither ours nor a Beam pipeline option (typos)."""
+    """The arguments that are neither ours nor a Beam pipeline option (typos, strays)."""
+    import argparse
+
     from apache_beam.options.pipeline_options import PipelineOptions
 
     parser = argparse.ArgumentParser(allow_abbrev=False, add_help=False)
@@ -125,42 +121,52 @@ def unknown_beam_args(beam_args: list[str]) -> list[str]:
         with contextlib.suppress(argparse.ArgumentError):  # declared by two classes
             cls._add_argparse_args(parser)
     _, unknown = parser.parse_known_args(beam_args)
-    return [a for a in unknown if a.startswith("-")]
+    return unknown
 
 
-def parse_options(argv: list[str]):
-    """``argv`` → (JobOptions, verbosity); argparse exits with status 2 on bad syntax."""
-    from beam_jobs.images_to_tfrecords.job import JobOptions
-    from beam_jobs.images_to_tfrecords.sources import SOURCES
+def options_from_flags(flag_values: flags.FlagValues, beam_args: list[str]) -> JobOptions:
+    """The parsed flags (``define_flags``) and the Beam options left over -> JobOptions.
 
-    parser = build_parser()
-    args, beam_args = parser.parse_known_args(argv)
-    unknown = unknown_beam_args(beam_args)
+    Raises:
+      app.UsageError: an argument is neither ours nor a Beam pipeline option.
+    """
+    unknown = unknown_beam_args(list(beam_args))
+    strays = [argument for argument in unknown if not argument.startswith("-")]
+    if strays:
+        raise app.UsageError(f"unexpected arguments {strays}")
     if unknown:
-        parser.error(f"unknown option(s): {' '.join(unknown)} (not ours, not Beam's)")
-    inputs = {
-        flag: getattr(args, flag)
-        for source in SOURCES.values()
-        for flag in source.folders
-        if getattr(args, flag)
+        raise app.UsageError(
+            f"unknown option(s) {' '.join(unknown)}: neither dlss-preprocess's nor a Beam "
+            "pipeline option"
+        )
+    values = {
+        field.name: flag_values[field.name].value
+        for field in dataclasses.fields(JobOptions)
+        if "help" in field.metadata
     }
-    options = JobOptions(
-        source=args.source,
-        output_dir=args.output_dir,
-        inputs=inputs,
-        name=args.name,
-        scale=args.scale,
-        hr_size=args.hr_size,
-        patches_per_image=args.patches_per_image,
-        split_ratios=args.split_ratios,
-        num_shards=args.num_shards,
-        examples_per_shard=args.examples_per_shard,
-        alpha=args.alpha,
-        max_pixels=args.max_pixels,
-        overwrite=args.overwrite,
-        beam_args=tuple(beam_args),
-    )
-    return options, args.verbosity
+    inputs = {
+        flag: flag_values[flag].value
+        for folders in SOURCE_FOLDERS.values()
+        for flag in folders
+        if flag_values[flag].value
+    }
+    return JobOptions(**values, inputs=inputs, beam_args=tuple(beam_args))
+
+
+def parse_options(argv: list[str]) -> JobOptions:
+    """A ``dlss-preprocess`` command line (without the program name) -> JobOptions, parsed
+    apart from absl's global flags (for scripts and tests).
+
+    Raises:
+      app.UsageError: a bad command line.
+    """
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    try:
+        rest = flag_values([PROG, *argv], known_only=True)
+    except flags.Error as error:
+        raise app.UsageError(str(error)) from error
+    return options_from_flags(flag_values, rest[1:])
 
 
 def configure_console(verbosity: int) -> tuple[str, ...]:
@@ -171,13 +177,11 @@ def configure_console(verbosity: int) -> tuple[str, ...]:
     later record printed twice). Returns extra Beam arguments: the workers' own log
     level (multi-process workers forward their records to this process).
     """
-    from absl import flags, logging
+    from absl import logging
 
     from dlss_dist import console
 
     console.quiet_native_logs(verbosity)  # TensorFlow's and gRPC's C++ logs (the run lock)
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()  # absl would print "Logging before flag parsing"
     logging.use_absl_handler()
     logging.set_verbosity(logging.INFO if verbosity >= 1 else logging.WARNING)
     framework_level = std_logging.INFO if verbosity >= 1 else std_logging.ERROR
@@ -260,24 +264,22 @@ class Story:
         self.say(f"  dataset: {output_dir} (manifest.json, dataset_info.json, shards)")
 
 
-def _verbosity(argv: list[str]) -> int:
-    """``--verbosity`` read ahead of the full parse (logging is set up before Beam loads)."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    parser.add_argument("--verbosity", type=int, default=0)
-    try:
-        return parser.parse_known_args(argv)[0].verbosity
-    except SystemExit:
-        return 0
+class JobFailedError(UserError):
+    """The pipeline failed (a worker error): its last line, and the worker log's path."""
 
 
-def main(argv: list[str]) -> int:
-    """Runs the CLI on ``argv``; returns the exit status."""
-    verbosity = _verbosity(argv)
+def main(argv: list[str]) -> None:
+    """The absl main: ``argv`` is the program name and the Beam pipeline options."""
+    verbosity = FLAGS.verbosity
     extra = configure_console(verbosity)
-    options, verbosity = parse_options(argv)
+    options = options_from_flags(FLAGS, argv[1:])
 
-    from beam_jobs.images_to_tfrecords.job import run_job
+    from beam_jobs.images_to_tfrecords.job import check_options, run_job
 
+    try:
+        check_options(options)  # the options alone: a bad command line (exit 2)
+    except PreflightError as error:
+        raise app.UsageError(str(error)) from error
     options = dataclasses.replace(options, beam_args=(*extra, *options.beam_args))
     story = Story()
     try:
@@ -287,26 +289,21 @@ def main(argv: list[str]) -> int:
             on_progress=story.progress,
             worker_log_to_file=verbosity < 1,
         )
-    except (PreflightError, NoExamplesError) as e:
+    except (PreflightError, NoExamplesError) as error:
         story.end_line()
-        if verbosity >= 1:
-            traceback.print_exc()
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        _remove(getattr(e, "worker_log", None))
-        return 2 if isinstance(e, PreflightError) else 1
-    except BaseException as e:
-        if not _interrupted(e):
-            if isinstance(e, Exception):
-                return _unexpected(e, story, verbosity)
+        _remove(getattr(error, "worker_log", None))
+        raise
+    except BaseException as error:
+        story.end_line()
+        if _interrupted(error):
+            _remove(getattr(error, "worker_log", None))
+            raise KeyboardInterrupt from error
+        if not isinstance(error, Exception) or is_user_error(error):
             raise
-        story.end_line()
-        if verbosity >= 1:
-            traceback.print_exc()
-        _remove(getattr(e, "worker_log", None))
-        print(f"{PROG}: error: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        log = getattr(error, "worker_log", None)
+        where = f"; the full log is {log}" if log else ""
+        raise JobFailedError(f"{type(error).__name__}: {_first_line(error)}{where}") from error
     story.finish(manifest, manifest["parameters"]["output_dir"])
-    return 0
 
 
 def _interrupted(error: BaseException) -> bool:
@@ -322,17 +319,7 @@ def _interrupted(error: BaseException) -> bool:
     return False
 
 
-def _unexpected(e: Exception, story: Story, verbosity: int) -> int:
-    story.end_line()
-    if verbosity >= 1:
-        raise e
-    log = getattr(e, "worker_log", None)
-    where = f"; the full log is {log}" if log else ""
-    print(f"{PROG}: error: {type(e).__name__}: {_first_line(e)}{where}", file=sys.stderr)
-    return 1
-
-
-def _first_line(error: Exception) -> str:
+def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[-1] if text else ""
 
@@ -349,15 +336,23 @@ def run(argv: list[str] | None = None) -> None:
     As the console command (``argv`` None), once the job has ended (its files closed, its
     workers gone) the exit handlers run and the process ends without the interpreter's
     teardown of every module Beam loaded, which takes about a second of CPU and does
-    nothing for the user (issue 20). Called with an ``argv`` it raises ``SystemExit`` as
-    usual, so a caller in the same process can catch it.
+    nothing for the user (issue 20). Called with an ``argv`` (without the program name) it
+    raises ``SystemExit`` as usual, so a caller in the same process can catch it.
     """
     if argv is not None:
-        sys.exit(main(argv))
-    _exit_without_teardown(main(sys.argv[1:]))
+        run_tool(PROG, main, __name__, args=argv, pass_unknown_flags=True)
+        return
+    try:
+        run_tool(PROG, main, __name__, pass_unknown_flags=True)
+    except SystemExit as exit_:
+        _exit_without_teardown(exit_.code)
 
 
-def _exit_without_teardown(status: int) -> None:
+def _exit_without_teardown(code: int | str | None) -> None:
+    if isinstance(code, str):  # sys.exit("message"): Python prints it and exits 1
+        sys.stderr.write(code + "\n")
+        code = 1
+    status = 0 if code is None else int(code)
     run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)  # CPython: what exit runs
     if run_exit_handlers is None:
         sys.exit(status)

@@ -9,3 +9,5 @@ class PreflightError(ValueError):
 
 class NoExamplesError(RuntimeError):
     """The job ran, but every input was rejected: nothing was published."""
+
+    user_error = True  # the user's inputs: one line, exit 1 (dlss_dist.cli.is_user_error)

@@ -1,4 +1,5 @@
-"""The whole job: typed options, one composite ``PTransform`` and :func:`run_job`.
+"""The whole job: one composite ``PTransform`` and :func:`run_job` (its typed options,
+:class:`JobOptions`, are in options.py).
 
 ``run_job(JobOptions(...))`` is what the CLI, the demo and the tests call. It checks
 everything it can before any work (``PreflightError``), runs the pipeline into a staging
@@ -23,7 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import apache_beam as beam
 from absl import logging
@@ -41,6 +42,7 @@ from beam_jobs.images_to_tfrecords.examples import (
     ExampleConfig,
     MakeExamples,
 )
+from beam_jobs.images_to_tfrecords.options import JobOptions
 from beam_jobs.images_to_tfrecords.sources import SOURCES, is_local, normalize_root
 from dlss_dist import console, imaging, run_lock
 from dlss_dist.data import schema
@@ -59,31 +61,6 @@ WORKERS_PAY_OFF_FROM = 1000
 # The command Beam's FnApiRunner starts a multi_processing worker with, and ours (worker.py).
 _BEAM_WORKER_COMMAND = f"{sys.executable} -m apache_beam.runners.worker.sdk_worker_main"
 WORKER_COMMAND = f"{shlex.quote(sys.executable)} -m beam_jobs.images_to_tfrecords.worker"
-
-
-@dataclasses.dataclass(frozen=True)
-class JobOptions:
-    """Everything the job needs; ``inputs`` maps the source's folder flags to paths.
-
-    Example: ``JobOptions(source="folder", inputs={"input_dir": "photos"},
-    output_dir="dataset", scale=2, hr_size=32)``. ``beam_args`` are Beam pipeline
-    options (``--runner``, ``--direct_num_workers``, Dataflow's ``--project`` ...).
-    """
-
-    source: str
-    output_dir: str
-    inputs: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    name: str = "dlss_sr"
-    scale: int = 4
-    hr_size: int = 128
-    patches_per_image: int = 0
-    split_ratios: tuple[float, float, float] = (0.9, 0.05, 0.05)
-    num_shards: int | None = None
-    examples_per_shard: int = 1000
-    alpha: str = "white"
-    max_pixels: int = imaging.DEFAULT_MAX_PIXELS
-    overwrite: bool = False
-    beam_args: tuple[str, ...] = ()
 
 
 def _check_number(flag: str, value, minimum: int) -> None:

@@ -25,6 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_jobs.images_to_tfrecords.errors import PreflightError
+from beam_jobs.images_to_tfrecords.options import SOURCE_FOLDERS
 from dlss_dist import files, imaging
 
 SPLIT_NAMES = ("train", "validation", "test")
@@ -284,7 +285,7 @@ class Source:
     """One kind of input. Subclasses set the class attributes and :meth:`read`."""
 
     name: ClassVar[str]
-    # flag (without --) -> help; each is a folder given as JobOptions.inputs[flag].
+    # flag (without --) -> help, from options.SOURCE_FOLDERS; each is JobOptions.inputs[flag].
     folders: ClassVar[dict[str, str]]
     degradation: ClassVar[str] = imaging.DEGRADATION
     uses_split_ratios: ClassVar[bool] = True
@@ -320,7 +321,7 @@ class FolderSource(Source):
     """``--source=folder``: every image under ``input_dir``, split by a hash of its key."""
 
     name = "folder"
-    folders = {"input_dir": "folder source: the root searched recursively"}
+    folders = SOURCE_FOLDERS["folder"]
     supports_patches = True
 
     def read(self, inputs, split_ratios):
@@ -380,10 +381,7 @@ class PairedSource(Source):
     """``--source=paired``: LR and HR folders matched by relative path."""
 
     name = "paired"
-    folders = {
-        "lr_dir": "paired source: low-resolution images",
-        "hr_dir": "paired source: high-resolution images (same paths)",
-    }
+    folders = SOURCE_FOLDERS["paired"]
     degradation = DEGRADATION_PAIRED
 
     def read(self, inputs, split_ratios):
@@ -497,7 +495,7 @@ class CelebASource(Source):
     """``--source=celeba``: ``img_align_celeba/*.jpg`` split by ``list_eval_partition.txt``."""
 
     name = "celeba"
-    folders = {"celeba_dir": "celeba source: holds img_align_celeba/ and list_eval_partition.txt"}
+    folders = SOURCE_FOLDERS["celeba"]
     uses_split_ratios = False
 
     def check(self, inputs):

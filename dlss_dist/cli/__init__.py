@@ -11,16 +11,21 @@ Every tool starts through `run_tool`, the one place that decides how a CLI talks
   wanted, a full disk, corrupt data, an invalid setting). The traceback is printed too with
   ``--debug`` or ``--verbosity=1`` (or higher).
 * Ctrl-C outside training is one line and exit `EXIT_INTERRUPTED` (130).
+* ``--version`` prints ``dlss-<tool> <package version>`` and exits 0 (nothing heavy loads).
+* A flag's old name (``run_tool(renamed={"data_dir": "data"})``) still works for one release,
+  with one ``dlss-<tool>: warning: --data_dir is deprecated ...`` line on stderr.
 
 Exceptions that are not user errors (a bug: TypeError, KeyError, ...) keep their traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import re
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from absl import app, flags
 
@@ -36,6 +41,8 @@ flags.DEFINE_bool(
 )
 
 _HELP_FLAGS = ("--help", "-help", "--helpshort", "-helpshort", "-?", "--?")
+_VERSION_FLAGS = ("--version", "-version")
+PACKAGE = "dlss_dist"
 
 
 class UserError(Exception):
@@ -130,28 +137,131 @@ def fail(tool: str, message: str, exit_code: int = EXIT_ERROR) -> None:
     sys.exit(exit_code)
 
 
-def _print_help(tool: str, module_name: str) -> None:
+def package_version() -> str:
+    """The installed dlss_dist version (``unknown`` when run from a source tree not installed)."""
+    try:
+        return importlib.metadata.version(PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _print_help(tool: str, module_name: str, renamed: Mapping[str, str]) -> None:
     doc = (sys.modules[module_name].__doc__ or "").strip("\n")
     key_module = sys.argv[0] if module_name == "__main__" else module_name
     print(f"{tool}: {doc}\n" if doc else f"USAGE: {tool} [flags]\n")
     print("flags:")
     print(FLAGS.module_help(key_module))
+    if renamed:
+        old_names = ", ".join(f"--{old} (now --{new})" for old, new in renamed.items())
+        print(
+            f"\nOld flag names, still accepted with a warning until the next release: {old_names}."
+        )
     print("\nTry --helpfull to get a list of all flags (TensorFlow's, absl's, ...).")
 
 
-def _flags_parser(tool: str, module_name: str) -> Callable[[list[str]], list[str]]:
-    """absl flags parser: our own --help, and flag errors as one line with exit 2."""
+def _flag_name(argument: str) -> tuple[str, str | None] | None:
+    """``--name=value`` / ``-name`` -> (name, value or None); None for a non-flag argument."""
+    if not argument.startswith("-") or argument in ("-", "--"):
+        return None
+    name, equals, value = argument.lstrip("-").partition("=")
+    return name, (value if equals else None)
+
+
+def _wants_version(arguments: list[str]) -> bool:
+    """A bare ``--version`` (not ``--version=7`` or ``--version 7``, dlss-export's old name
+    for --export_version)."""
+    for index, argument in enumerate(arguments):
+        following = arguments[index + 1] if index + 1 < len(arguments) else "-"
+        if argument in _VERSION_FLAGS and following.startswith("-"):
+            return True
+    return False
+
+
+def rename_deprecated(tool: str, argv: list[str], renamed: Mapping[str, str]) -> list[str]:
+    """``argv`` with every old flag name in `renamed` (old -> new) replaced by the new one,
+    and one warning line per old name used (stderr).
+
+    Raises:
+      flags.Error: an old and a new name were both given.
+    """
+    if not renamed:
+        return argv
+    # --flagfile contents count as the command line too.
+    arguments = FLAGS.read_flags_from_files(argv[1:], force_gnu=False)
+    given = {name for name, _ in filter(None, map(_flag_name, arguments))}
+    result = [argv[0]]
+    warned = set()
+    for index, argument in enumerate(arguments):
+        if argument == "--":
+            result.extend(arguments[index:])
+            break
+        parsed = _flag_name(argument)
+        name, value = parsed if parsed else (None, None)
+        negated = name is not None and name.startswith("no") and name[2:] in renamed
+        old = name[2:] if negated else name
+        if old not in renamed:
+            result.append(argument)
+            continue
+        new = renamed[old]
+        if new in given or f"no{new}" in given:
+            raise flags.Error(f"--{old} is the old name of --{new}: give --{new} only")
+        if old not in warned:
+            warned.add(old)
+            sys.stderr.write(
+                f"{tool}: warning: --{old} is deprecated, use --{new} "
+                "(the old name will be removed in the next release)\n"
+            )
+        new_name = f"no{new}" if negated else new
+        result.append(f"--{new_name}" + (f"={value}" if value is not None else ""))
+    return result
+
+
+@contextlib.contextmanager
+def _own_validators_only(key_module: str) -> Iterator[None]:
+    """While parsing, the flag checks of other tools imported into this process (a test
+    session, a notebook) are set aside: e.g. dlss-eval's required --model is not dlss-train's.
+    """
+    own = {flag.name for flag in FLAGS.get_key_flags_for_module(key_module)}
+    others = {
+        flag.name
+        for module, module_flags in FLAGS.key_flags_by_module_dict().items()
+        if module != key_module and module.startswith((f"{PACKAGE}.", "beam_jobs.", "__main__"))
+        for flag in module_flags
+    } - own
+    saved = {name: FLAGS[name].validators for name in others if name in FLAGS}
+    for name in saved:
+        FLAGS[name].validators = [v for v in saved[name] if set(v.get_flags_names()) <= own]
+    try:
+        yield
+    finally:
+        for name, validators in saved.items():
+            FLAGS[name].validators = validators
+
+
+def _flags_parser(
+    tool: str, module_name: str, renamed: Mapping[str, str], pass_unknown_flags: bool
+) -> Callable[[list[str]], list[str]]:
+    """absl flags parser: our own --help and --version, old flag names, and flag errors as
+    one line with exit 2."""
+    key_module = sys.argv[0] if module_name == "__main__" else module_name
 
     def parse(argv: list[str]) -> list[str]:
         arguments = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
         if any(argument in _HELP_FLAGS for argument in arguments):
-            _print_help(tool, module_name)
+            _print_help(tool, module_name, renamed)
             sys.exit(0)
         if any(argument in ("--helpfull", "-helpfull") for argument in arguments):
             app.usage(writeto_stdout=True)  # absl's list of every flag, but exit 0 (absl: 1)
             sys.exit(0)
+        if _wants_version(arguments):
+            print(f"{tool} {package_version()}")
+            sys.exit(0)
+        if FLAGS.is_parsed():  # run before in this process (tests): start from the defaults
+            FLAGS.unparse_flags()
         try:
-            return FLAGS(argv)
+            argv = rename_deprecated(tool, list(argv), renamed)
+            with _own_validators_only(key_module):
+                return FLAGS(argv, known_only=pass_unknown_flags)
         except flags.Error as error:
             fail(tool, f"{one_line(error)} (see {tool} --help)", EXIT_USAGE)
         return []  # not reached
@@ -159,7 +269,15 @@ def _flags_parser(tool: str, module_name: str) -> Callable[[list[str]], list[str
     return parse
 
 
-def run_tool(tool: str, main: Callable[[Sequence[str]], object], module_name: str) -> None:
+def run_tool(
+    tool: str,
+    main: Callable[[Sequence[str]], object],
+    module_name: str,
+    *,
+    args: Sequence[str] | None = None,
+    renamed: Mapping[str, str] | None = None,
+    pass_unknown_flags: bool = False,
+) -> None:
     """Runs `main` under absl with this package's help and error conventions (module doc).
 
     Args:
@@ -167,12 +285,18 @@ def run_tool(tool: str, main: Callable[[Sequence[str]], object], module_name: st
       main: the absl main; it gets the arguments left after flag parsing.
       module_name: ``__name__`` of the module defining the tool's flags; its docstring and
         flags are what ``--help`` shows.
+      args: the command-line arguments, without the program name (default:
+        ``sys.argv[1:]``); tests run a tool in their own process with them.
+      renamed: old flag name -> new name, for names kept one release as deprecated aliases.
+      pass_unknown_flags: hand flags that are not absl's to `main` (after the program name)
+        instead of refusing them; `main` checks them (dlss-preprocess: Beam's options).
     """
     key_module = sys.argv[0] if module_name == "__main__" else module_name
     FLAGS.register_key_flag_for_module(key_module, FLAGS["debug"])
+    renamed = dict(renamed or {})
 
     def guarded_main(argv: Sequence[str]) -> object:
-        if len(argv) > 1:
+        if len(argv) > 1 and not pass_unknown_flags:
             fail(tool, f"unexpected arguments {list(argv[1:])} (see {tool} --help)", EXIT_USAGE)
         try:
             return main(argv)
@@ -189,7 +313,11 @@ def run_tool(tool: str, main: Callable[[Sequence[str]], object], module_name: st
             fail(tool, one_line(error), int(getattr(error, "exit_code", EXIT_ERROR)))
         return None
 
-    app.run(guarded_main, flags_parser=_flags_parser(tool, module_name))
+    app.run(
+        guarded_main,
+        argv=None if args is None else [tool, *args],
+        flags_parser=_flags_parser(tool, module_name, renamed, pass_unknown_flags),
+    )
 
 
 def _maybe_traceback() -> None:

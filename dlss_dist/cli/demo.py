@@ -44,8 +44,9 @@ def main(argv):
     print(f"\nReport: {report}")
 
 
-def run():
-    run_tool("dlss-demo", main, __name__)
+def run(argv: list[str] | None = None) -> None:
+    """``dlss-demo``; `argv`: the arguments (default: the command line's)."""
+    run_tool("dlss-demo", main, __name__, args=argv)
 
 
 if __name__ == "__main__":

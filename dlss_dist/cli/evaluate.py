@@ -148,8 +148,9 @@ def main(argv):
     )
 
 
-def run():
-    run_tool("dlss-eval", main, __name__)
+def run(argv: list[str] | None = None) -> None:
+    """``dlss-eval``; `argv`: the arguments (default: the command line's)."""
+    run_tool("dlss-eval", main, __name__, args=argv)
 
 
 if __name__ == "__main__":

@@ -146,8 +146,9 @@ def main(argv):
         print(f"Exported x{found.scale} generator from {found.origin} to {path} ({kind})")
 
 
-def run():
-    run_tool("dlss-export", main, __name__)
+def run(argv: list[str] | None = None) -> None:
+    """``dlss-export``; `argv`: the arguments (default: the command line's)."""
+    run_tool("dlss-export", main, __name__, args=argv)
 
 
 if __name__ == "__main__":

@@ -59,8 +59,9 @@ def main(argv):
     )
 
 
-def run():
-    run_tool("dlss-photos", main, __name__)
+def run(argv: list[str] | None = None) -> None:
+    """``dlss-photos``; `argv`: the arguments (default: the command line's)."""
+    run_tool("dlss-photos", main, __name__, args=argv)
 
 
 if __name__ == "__main__":

@@ -26,18 +26,21 @@ def define(define_function: Callable[..., object], name: str, *args, **kwargs) -
     definition as its key flag. Tools sharing a name must give it the same meaning and
     default (a tool wanting another default resolves an empty value in its `main`).
 
+    A ``flag_values`` keyword defines into that FlagValues instead of absl's global one.
+
     Raises:
       ValueError: `name` is defined already with another default (a programming error).
     """
-    if name in flags.FLAGS:
-        existing = flags.FLAGS[name].default
+    flag_values = kwargs.get("flag_values", flags.FLAGS)
+    if name in flag_values:
+        existing = flag_values[name].default
         default = args[0] if args else kwargs.get("default")
         if existing != default:
             raise ValueError(
                 f"--{name} is defined by two tools with different defaults "
                 f"({existing!r} and {default!r}): give it one default"
             )
-        flags.declare_key_flag(name)
+        flags.declare_key_flag(name, flag_values=flag_values)
     else:
         define_function(name, *args, **kwargs)
 

@@ -198,8 +198,9 @@ def _upscale_one_video(upscaler, upscale, video) -> None:
     )
 
 
-def run():
-    run_tool("dlss-upscale", main, __name__)
+def run(argv: list[str] | None = None) -> None:
+    """``dlss-upscale``; `argv`: the arguments (default: the command line's)."""
+    run_tool("dlss-upscale", main, __name__, args=argv)
 
 
 if __name__ == "__main__":

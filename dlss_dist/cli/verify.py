@@ -50,8 +50,9 @@ def main(argv):
     print(f"{FLAGS.data}: every record's CRC and every count match manifest.json")
 
 
-def run():
-    run_tool("dlss-verify", main, __name__)
+def run(argv: list[str] | None = None) -> None:
+    """``dlss-verify``; `argv`: the arguments (default: the command line's)."""
+    run_tool("dlss-verify", main, __name__, args=argv)
 
 
 if __name__ == "__main__":

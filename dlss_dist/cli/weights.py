@@ -46,8 +46,9 @@ def main(argv):
         print(f"{name}: {pretrained.fetch(name, force=FLAGS.force)}", flush=True)
 
 
-def run():
-    run_tool("dlss-weights", main, __name__)
+def run(argv: list[str] | None = None) -> None:
+    """``dlss-weights``; `argv`: the arguments (default: the command line's)."""
+    run_tool("dlss-weights", main, __name__, args=argv)
 
 
 if __name__ == "__main__":
