@@ -76,11 +76,11 @@ realworld: photos weights
 	$(BIN)/dlss-preprocess --source=folder --input_dir=photos/train --output_dir=$(RW)/dataset \
 	  --scale=4 --hr_size=128 --patches_per_image=48 --split_ratios=0.95,0.05,0
 	$(BIN)/dlss-train --gin_file=realworld_x4.gin --model_dir=$(RW)/realworld_x4 \
-	  --data_dir=$(RW)/dataset
+	  --data=$(RW)/dataset
 	best=$$($(BIN)/python -c "import json,sys; print(json.load(open(sys.argv[1]))['exports'][0]['step'])" \
 	  $(RW)/realworld_x4/export/exports.json) && \
 	$(BIN)/dlss-train --gin_file=realworld_x4_gan.gin --model_dir=$(RW)/realworld_x4_gan \
-	  --data_dir=$(RW)/dataset --init_generator_from=$(RW)/realworld_x4/checkpoints/ckpt-$$best
+	  --data=$(RW)/dataset --init_generator_from=$(RW)/realworld_x4/checkpoints/ckpt-$$best
 
 # Side by side on the held-out photographs, the same LR for every row (docs/real-world.md):
 # bicubic, SPAN x4 and Real-ESRGAN x4plus (bench/anchors.py, needs the `anchors` extra:

@@ -22,10 +22,10 @@ pytestmark = pytest.mark.slow
 
 # tool -> (module, its own flags, a default --help must show)
 TOOLS = {
-    "dlss-train": ("train", ["gin_file", "gin_param", "model_dir", "data_dir"], None),
+    "dlss-train": ("train", ["gin_file", "gin_param", "model_dir", "data"], None),
     "dlss-export": (
         "export",
-        ["model_dir", "checkpoint", "export_dir", "version", "max_input_pixels", "format"],
+        ["model", "checkpoint", "export_dir", "export_version", "max_input_pixels", "format"],
         "(default: 'savedmodel')",
     ),
     "dlss-eval": (
@@ -95,23 +95,23 @@ def test_every_tool_imports_into_one_process_and_keeps_its_flags():
     "args, exit_code, message",
     [
         (["--bogus=1"], 2, "Unknown command line flag 'bogus'"),
-        (["--model_dir=m", "--gin_file=x.gin"], 2, "--data_dir must have a value"),
-        (["--model_dir=m", "--data_dir=d", "--gin_file=tiny_test.gin", "stray"], 2, "stray"),
-        (["--model_dir=m", "--data_dir=d", "--gin_file=nope.gin"], 1, "gin file 'nope.gin'"),
+        (["--model_dir=m", "--gin_file=x.gin"], 2, "--data must have a value"),
+        (["--model_dir=m", "--data=d", "--gin_file=tiny_test.gin", "stray"], 2, "stray"),
+        (["--model_dir=m", "--data=d", "--gin_file=nope.gin"], 1, "gin file 'nope.gin'"),
         (
-            ["--model_dir=m", "--data_dir=d", "--gin_file=tiny_test.gin"]
+            ["--model_dir=m", "--data=d", "--gin_file=tiny_test.gin"]
             + ["--gin_param=train_loop.total_stepz = 3"],
             1,
             "doesn't have a parameter named 'total_stepz'",
         ),
         (
-            ["--model_dir=m", "--data_dir=d", "--gin_file=tiny_test.gin"]
+            ["--model_dir=m", "--data=d", "--gin_file=tiny_test.gin"]
             + ["--gin_param=train_loop.total_steps = 3", "--gin_param=train_loop.total_steps ="],
             1,
             "gin syntax error in --gin_param binding 2",
         ),
         (
-            ["--model_dir=m", "--data_dir=no_such_dataset", "--gin_file=tiny_test.gin"],
+            ["--model_dir=m", "--data=no_such_dataset", "--gin_file=tiny_test.gin"],
             1,
             "no_such_dataset is not a dlss dataset",
         ),
@@ -124,7 +124,7 @@ def test_train_user_errors_are_one_line(args, exit_code, message):
 
 
 def test_debug_shows_the_traceback():
-    args = ["--model_dir=m", "--data_dir=d", "--gin_file=nope.gin"]
+    args = ["--model_dir=m", "--data=d", "--gin_file=nope.gin"]
     for flag in ("--debug", "--verbosity=1"):
         result = run_cli("train", *args, flag)
         assert result.returncode == 1
@@ -275,9 +275,9 @@ def test_export_model_dir_and_export_dir_errors(tmp_path):
     a_file = tmp_path / "file"
     a_file.write_text("mine")
     for args, message in [
-        ([f"--model_dir={a_file}", "--export_dir=x"], f"--model_dir={a_file} is a file"),
-        ([f"--model_dir={tmp_path / 'nothing'}", "--export_dir=x"], "does not exist"),
-        ([f"--model_dir={tmp_path}", f"--export_dir={a_file}"], f"--export_dir={a_file} is a"),
+        ([f"--model={a_file}", "--export_dir=x"], f"{a_file} is a file but not a model"),
+        ([f"--model={tmp_path / 'nothing'}", "--export_dir=x"], "is not a file, a folder"),
+        ([f"--model={tmp_path}", f"--export_dir={a_file}"], f"--export_dir={a_file} is a"),
     ]:
         result = run_cli("export", *args)
         assert result.returncode == 1

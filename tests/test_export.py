@@ -256,7 +256,7 @@ def test_export_cli_writes_a_version_folder(tmp_path, photo):
             sys.executable,
             "-m",
             "dlss_dist.cli.export",
-            f"--model_dir={model_dir}",
+            f"--model={model_dir}",
             f"--export_dir={tmp_path / 'serving'}",
         ],
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},

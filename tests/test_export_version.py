@@ -80,7 +80,7 @@ def test_a_bad_variant_is_refused_before_anything_is_written(tmp_path):
     write_model_dir(tmp_path / "model", generator=tiny_generator(seed=4), step=5)
     result = run_cli(
         "export",
-        f"--model_dir={tmp_path / 'model'}",
+        f"--model={tmp_path / 'model'}",
         f"--export_dir={tmp_path / 'serving'}",
         "--format=savedmodel,onnx,tflite",
         "--tflite_variants=int8",
@@ -90,7 +90,7 @@ def test_a_bad_variant_is_refused_before_anything_is_written(tmp_path):
     assert not (tmp_path / "serving").exists()
     result = run_cli(
         "export",
-        f"--model_dir={tmp_path / 'model'}",
+        f"--model={tmp_path / 'model'}",
         f"--export_dir={tmp_path / 'serving'}",
         "--format=bogus",
     )
@@ -103,7 +103,7 @@ def test_cli_refuses_an_occupied_version_in_one_line(tmp_path):
     write_model_dir(tmp_path / "model", generator=tiny_generator(seed=4), step=5)
     other_models_export(tmp_path / "serving" / "5")
     result = run_cli(
-        "export", f"--model_dir={tmp_path / 'model'}", f"--export_dir={tmp_path / 'serving'}"
+        "export", f"--model={tmp_path / 'model'}", f"--export_dir={tmp_path / 'serving'}"
     )
     assert result.returncode == 1, result.stderr
     error_lines = [line for line in result.stderr.splitlines() if "error" in line]

@@ -137,14 +137,14 @@ def test_preprocess_train_export_upscale_from_the_wheel(installed, sample_photos
     )
     _run(
         [str(bin_dir / "dlss-train"), "--gin_file=tiny_test.gin", "--model_dir=model"]
-        + ["--data_dir=dataset", "--gin_param=train_loop.total_steps = 2"]
+        + ["--data=dataset", "--gin_param=train_loop.total_steps = 2"]
         + ["--gin_param=train_loop.warmup_steps = 1", "--gin_param=train_loop.steps_per_loop = 1"],
         cwd=work,
         env=env,
     )
     assert (work / "model" / "operative_config.gin").is_file()
     _run(
-        [str(bin_dir / "dlss-export"), "--model_dir=model", "--export_dir=exported"],
+        [str(bin_dir / "dlss-export"), "--model=model", "--export_dir=exported"],
         cwd=work,
         env=env,
     )

@@ -373,7 +373,7 @@ def test_preprocessing_feeds_the_training_config(overlay):
     written = _flags(container["args"])
     _, train = _training_pod(overlay)
     read = _flags(train["args"])
-    assert read["--data_dir"] == written["--output_dir"]
+    assert read["--data"] == written["--output_dir"]
     macros: dict[str, str] = {}
     for gin_file in read["--gin_file"]:
         macros.update(_gin_macros(REPO / "dlss_dist" / gin_file))

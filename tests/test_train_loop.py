@@ -336,7 +336,7 @@ def test_dlss_export_uses_the_runs_max_input_pixels(train_dataset, tmp_path, cle
     model_dir = _train_with_a_pixel_limit(tmp_path, train_dataset, 5000)
     result = th.run_cli(
         "export",
-        f"--model_dir={model_dir}",
+        f"--model={model_dir}",
         f"--export_dir={tmp_path / 'serving'}",
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -319,7 +319,7 @@ def test_multi_worker_refuses_logical_cpu_devices(monkeypatch):
 def test_train_cli_requires_a_gin_file(tmp_path):
     result = subprocess.run(
         th.train_command(str(tmp_path), str(tmp_path))[:3]
-        + [f"--model_dir={tmp_path}", f"--data_dir={tmp_path}"],
+        + [f"--model_dir={tmp_path}", f"--data={tmp_path}"],
         env=th.train_env(),
         capture_output=True,
         text=True,

@@ -25,7 +25,7 @@ def train_command(model_dir: str, data_dir: str, *gin_params: str) -> list[str]:
         "dlss_dist.cli.train",
         f"--gin_file={TINY_GIN}",
         f"--model_dir={model_dir}",
-        f"--data_dir={data_dir}",
+        f"--data={data_dir}",
     ]
     return command + [f"--gin_param={param}" for param in gin_params]
 

@@ -222,11 +222,12 @@ def _own_validators_only(key_module: str) -> Iterator[None]:
     session, a notebook) are set aside: e.g. dlss-eval's required --model is not dlss-train's.
     """
     own = {flag.name for flag in FLAGS.get_key_flags_for_module(key_module)}
+    modules = {*FLAGS.flags_by_module_dict(), *FLAGS.key_flags_by_module_dict()}
     others = {
         flag.name
-        for module, module_flags in FLAGS.key_flags_by_module_dict().items()
+        for module in modules
         if module != key_module and module.startswith((f"{PACKAGE}.", "beam_jobs.", "__main__"))
-        for flag in module_flags
+        for flag in FLAGS.get_key_flags_for_module(module)
     } - own
     saved = {name: FLAGS[name].validators for name in others if name in FLAGS}
     for name in saved:

@@ -1,22 +1,23 @@
 r"""Exports a trained generator as a TF Serving SavedModel, ONNX or TFLite.
 
-  dlss-export --model_dir=/models/celeba --export_dir=/models/celeba/serving
-  dlss-export --model_dir=DIR --checkpoint=DIR/checkpoints/ckpt-12 --export_dir=OUT --version=7
+  dlss-export --model=/models/celeba --export_dir=/models/celeba/serving
+  dlss-export --model=DIR --checkpoint=DIR/checkpoints/ckpt-12 --export_dir=OUT --export_version=7
   dlss-export --model=realworld_x4 --export_dir=OUT --format=onnx
   dlss-export --model=/models/celeba/export/2000 --export_dir=OUT --format=onnx,tflite
 
---model converts from any TensorFlow model dlss-upscale takes: a training model directory (as
---model_dir), a SavedModel, an export root or a starter model name; a SavedModel's network is
-rebuilt from the operative_config.gin of its run (beside it, or in the model directory above
-its export folder), and its version is its folder's number (1 for a starter model). A .onnx
-or .tflite file cannot be converted back.
+--model converts from any TensorFlow model dlss-upscale takes: a training model directory, a
+SavedModel, an export root or a starter model name; a SavedModel's network is rebuilt from the
+operative_config.gin of its run (beside it, or in the model directory above its export
+folder), and its version is its folder's number (1 for a starter model). A .onnx or .tflite
+file cannot be converted back. (--model_dir and --version are the old names of --model and
+--export_version, accepted with a warning until the next release.)
 
-The generator is rebuilt from <model_dir>/operative_config.gin and restored from the newest
-checkpoint (or --checkpoint); the EMA weights are exported when the checkpoint has them.
-The SavedModel goes to <export_dir>/<version>/, the folder layout TF Serving watches
-(version: --version, else the checkpoint's training step).
+From a training model directory the generator is rebuilt from <model_dir>/operative_config.gin
+and restored from the newest checkpoint (or --checkpoint); the EMA weights are exported when
+the checkpoint has them. The SavedModel goes to <export_dir>/<version>/, the folder layout TF
+Serving watches (version: --export_version, else the checkpoint's training step).
 
-  dlss-export --model_dir=DIR --export_dir=OUT --format=savedmodel,onnx,tflite
+  dlss-export --model=DIR --export_dir=OUT --format=savedmodel,onnx,tflite
 
 --format also writes <export_dir>/<version>/model.onnx (ONNX Runtime, TensorRT) and
 model.tflite + model_fp16.tflite (LiteRT); see docs/export-and-serving-formats.md.
@@ -38,15 +39,14 @@ from dlss_dist.cli import quiet_tensorflow_logs, run_tool, shared_flags
 from dlss_dist.export_formats import FORMATS, TFLITE_FILES
 
 FLAGS = flags.FLAGS
-shared_flags.define(
-    flags.DEFINE_string, "model_dir", None, "Training model_dir (has operative_config.gin)."
-)
 shared_flags.define_model()
 flags.DEFINE_string("checkpoint", None, "Checkpoint prefix or folder (default: the newest).")
 flags.DEFINE_string(
     "export_dir", None, "Export root; the SavedModel goes to <export_dir>/<version>."
 )
-flags.DEFINE_integer("version", None, "Version folder name (default: the checkpoint's step).")
+flags.DEFINE_integer(
+    "export_version", None, "Version folder name (default: the checkpoint's step)."
+)
 flags.DEFINE_integer(
     "max_input_pixels",
     None,
@@ -66,8 +66,8 @@ shared_flags.define(
     False,
     "Replace an existing <export_dir>/<version> folder (as a whole).",
 )
-flags.mark_flags_as_required(["export_dir"])
-flags.mark_flags_as_mutual_exclusive(["model_dir", "model"], required=True)
+flags.mark_flags_as_required(["model", "export_dir"])
+RENAMED = {"model_dir": "model", "version": "export_version"}  # old names, for one release
 
 # The export formats' names live in a module without TensorFlow: checking flags stays light.
 TFLITE_VARIANTS = tuple(TFLITE_FILES)
@@ -95,10 +95,8 @@ def main(argv):
     quiet_tensorflow_logs(tensorflow=False)
     from dlss_dist import serving
 
-    source = None
-    if FLAGS.model is not None:
-        source = serving.locate(FLAGS.model)  # a wrong --model fails before TensorFlow loads
-        serving.check_convertible(source)
+    source = serving.locate(FLAGS.model)  # a wrong --model fails before TensorFlow loads
+    serving.check_convertible(source)
     console.import_tensorflow_quietly()
     import tensorflow as tf
 
@@ -106,20 +104,17 @@ def main(argv):
     from dlss_dist.serving import convert
 
     exporters.check_dependencies(FLAGS.format)
-    for flag in ("model_dir", "export_dir"):
-        path = getattr(FLAGS, flag)
-        if path is not None and tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
-            raise ValueError(f"--{flag}={path} is a file, not a folder")
-    if FLAGS.version is not None:
+    path = FLAGS.export_dir
+    if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
+        raise ValueError(f"--export_dir={path} is a file, not a folder")
+    if FLAGS.export_version is not None:
         # Before the (slow) model load: an occupied version folder costs nothing to refuse.
         exporters.check_version_folder(
-            os.path.join(FLAGS.export_dir, str(FLAGS.version)), overwrite=FLAGS.overwrite
+            os.path.join(FLAGS.export_dir, str(FLAGS.export_version)), overwrite=FLAGS.overwrite
         )
-    if source is None:
-        if not tf.io.gfile.isdir(FLAGS.model_dir):
-            raise FileNotFoundError(f"--model_dir={FLAGS.model_dir} does not exist")
-        checkpoint = convert.resolve_checkpoint(FLAGS.model_dir, FLAGS.checkpoint)
-        if FLAGS.version is None:
+    checkpoint = _training_checkpoint(source, FLAGS.checkpoint)
+    if checkpoint is not None:
+        if FLAGS.export_version is None:
             exporters.check_version_folder(
                 os.path.join(FLAGS.export_dir, str(checkpoint.version)),
                 overwrite=FLAGS.overwrite,
@@ -127,7 +122,7 @@ def main(argv):
         found = convert.checkpoint_generator(checkpoint)
     else:
         found = convert.source_generator(source, FLAGS.checkpoint)
-    version = FLAGS.version if FLAGS.version is not None else found.version
+    version = FLAGS.export_version if FLAGS.export_version is not None else found.version
     written = exporters.export_version(
         found.generator,
         FLAGS.export_dir,
@@ -146,9 +141,22 @@ def main(argv):
         print(f"Exported x{found.scale} generator from {found.origin} to {path} ({kind})")
 
 
+def _training_checkpoint(source, checkpoint: str | None):
+    """The checkpoint to export when `source` is a training model directory, else None."""
+    import tensorflow as tf
+
+    from dlss_dist.serving import convert, tensorflow_models
+
+    if not tensorflow_models.is_model_dir(source.path) or tf.io.gfile.exists(
+        os.path.join(source.path, "saved_model.pb")
+    ):
+        return None
+    return convert.resolve_checkpoint(source.path, checkpoint)
+
+
 def run(argv: list[str] | None = None) -> None:
     """``dlss-export``; `argv`: the arguments (default: the command line's)."""
-    run_tool("dlss-export", main, __name__, args=argv)
+    run_tool("dlss-export", main, __name__, args=argv, renamed=RENAMED)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 r"""Trains the super-resolution GAN.
 
   dlss-train --gin_file=sr_dcgan_celeba_32_128.gin --model_dir=/models/celeba \
-      --data_dir=/data/celeba [--gin_param='train_loop.total_steps = 1000'] \
+      --data=/data/celeba [--gin_param='train_loop.total_steps = 1000'] \
       [--init_generator_from=/models/psnr_run]
 
 Flags say where; everything about what is trained is a gin binding. The run resumes from the
@@ -30,7 +30,7 @@ shared_flags.define(
 shared_flags.define(
     flags.DEFINE_string, "model_dir", None, "Checkpoints, summaries, samples and exports."
 )
-flags.DEFINE_string("data_dir", None, "A dataset written by dlss-preprocess.")
+shared_flags.define(flags.DEFINE_string, "data", None, "A dataset written by dlss-preprocess.")
 flags.DEFINE_string(
     "init_generator_from",
     None,
@@ -38,7 +38,8 @@ flags.DEFINE_string(
     "it has one) starts this run, e.g. a GAN phase from a PSNR-trained model. Used only when "
     "--model_dir has no checkpoint yet.",
 )
-flags.mark_flags_as_required(["model_dir", "data_dir"])
+flags.mark_flags_as_required(["model_dir", "data"])
+RENAMED = {"data_dir": "data"}  # the old name, accepted with a warning for one release
 flags.register_validator("gin_file", bool, message="give at least one --gin_file")
 
 
@@ -57,7 +58,7 @@ def main(argv):
         metrics = loop.train_loop(
             strategy=strategy,
             model_dir=FLAGS.model_dir,
-            data_dir=FLAGS.data_dir,
+            data_dir=FLAGS.data,
             init_generator_from=FLAGS.init_generator_from,
         )
     except loop.Preempted as stop:
@@ -67,7 +68,7 @@ def main(argv):
     except tf.errors.OpError as error:
         # tf.data names no file (or an iterator op): scan the dataset to name each damaged
         # or unreadable one, and the fix, as dlss-verify does.
-        explained = verify.read_error(FLAGS.data_dir, error)
+        explained = verify.read_error(FLAGS.data, error)
         if explained is None:
             raise
         raise explained from error
@@ -79,7 +80,7 @@ def main(argv):
 
 def run(argv: list[str] | None = None) -> None:
     """``dlss-train``; `argv`: the arguments (default: the command line's)."""
-    run_tool("dlss-train", main, __name__, args=argv)
+    run_tool("dlss-train", main, __name__, args=argv, renamed=RENAMED)
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ def check_version_folder(version_dir: str, *, overwrite: bool) -> None:
         )
         raise files.OutputExistsError(
             f"{version_dir} already holds an export ({shown}); pass --overwrite to replace "
-            "that whole version, or --version=N to write a new one"
+            "that whole version, or --export_version=N to write a new one"
         )
 
 

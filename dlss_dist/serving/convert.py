@@ -61,7 +61,7 @@ def _from_savedmodel(path: str) -> SourceGenerator:
             f"cannot convert the SavedModel {path}: its network is rebuilt from the "
             f"{model_dir.OPERATIVE_CONFIG} of its training run, and there is none beside it or "
             "in the model directory above its export folder; export from the training model "
-            "directory instead (--model_dir=...)"
+            "directory instead (--model=MODEL_DIR)"
         )
     loaded = tf.saved_model.load(path)
     saved = list(getattr(loaded, "generator_variables", []))
@@ -100,7 +100,7 @@ def resolve_checkpoint(directory: str, checkpoint: str | None = None) -> Checkpo
     path = model_dir.resolve_checkpoint(directory, checkpoint)
     version = model_dir.checkpoint_step(path)
     if version is None:
-        raise ValueError(f"{path} has no `step` variable: pass --version")
+        raise ValueError(f"{path} has no `step` variable: pass --export_version")
     return Checkpoint(directory, path, version)
 
 
