@@ -72,7 +72,7 @@ class _GeneratorModule(tf.Module):
             + str(self._max_input_pixels)
             + " input pixels (max_input_pixels, set at export time): upscale it in tiles "
             "(dlss-upscale --tile=N) or export again with a larger limit",
-            (*args, height, width, pixels),
+            (*args, width, height, pixels),  # W x H, as every size the tools print
         )
         return tf.debugging.Assert(pixels <= self._max_input_pixels, [message])
 
@@ -149,5 +149,5 @@ def export_generator(
     module = _GeneratorModule(generator, scale=scale, max_input_pixels=max_input_pixels)
     signatures = {"serving_default": module.serving_default, "upscale": module.upscale}
     tf.saved_model.save(module, export_path, signatures=signatures)
-    logging.info("Exported the generator (x%d) to %s", scale, export_path)
+    logging.debug("Exported the generator (x%d) to %s", scale, export_path)  # callers say where
     return export_path

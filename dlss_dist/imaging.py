@@ -364,7 +364,7 @@ def degrade_bicubic(hr: np.ndarray, scale: int) -> np.ndarray:
     height, width = hr.shape[:2]
     if height % scale or width % scale:
         raise ValueError(
-            f"HR size {height}x{width} is not divisible by scale {scale}; crop it first"
+            f"HR size {width}x{height} is not divisible by scale {scale}; crop it first"
         )
     return imresize(hr, height // scale, width // scale)
 

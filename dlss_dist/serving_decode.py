@@ -266,7 +266,7 @@ def decode_bounded(data: tf.Tensor, *, what: tf.Tensor, max_pixels: int) -> tf.T
         fmt, {UNKNOWN: other, PNG: png, JPEG: jpeg, GIF: gif, BMP: bmp, WEBP: webp}, default=other
     )
     no_size = message(" has a malformed header: its size could not be read")
-    empty = message(" is {}x{}: an image needs at least one pixel", height, width)
+    empty = message(" is {}x{}: an image needs at least one pixel", width, height)
     # The first GIF frame is checked too: the decoder allocates its own size as well. The
     # message names the larger of the two (a 16x16 screen may hold a 30000x30000 frame).
     frame_is_larger = frame_h * frame_w > height * width
@@ -275,8 +275,8 @@ def decode_bounded(data: tf.Tensor, *, what: tf.Tensor, max_pixels: int) -> tf.T
         + str(max_pixels)
         + " input pixels (max_input_pixels, set at export time): upscale it in tiles "
         "(dlss-upscale --tile=N) or export again with a larger limit",
+        tf.where(frame_is_larger, frame_w, width),  # W x H, as every size the tools print
         tf.where(frame_is_larger, frame_h, height),
-        tf.where(frame_is_larger, frame_w, width),
         tf.maximum(height * width, frame_h * frame_w),
     )
     pixels = tf.maximum(height * width, frame_h * frame_w)

@@ -395,7 +395,7 @@ def upscale_files(
             failures.append({"input": path, "reason": e.reason, "message": str(e)})
         except OSError as e:
             failures.append({"input": path, "reason": "unreadable", "message": str(e)})
-        logging.error("Skipping %s: %s", path, failures[-1]["message"])
+        logging.debug("Skipping %s: %s", path, failures[-1]["message"])
         return None
 
     def run(image: np.ndarray, path: str, source: str) -> None:
@@ -404,7 +404,7 @@ def upscale_files(
             sr = upscaler(np.ascontiguousarray(rgb), tile=tile, tile_overlap=tile_overlap)
         except serving.ModelError as e:
             failures.append({"input": source, "reason": "model_error", "message": str(e)})
-            logging.error("Skipping %s: %s", source, e)
+            logging.debug("Skipping %s: %s", source, e)
             return
         final = finish_image(sr, alpha, rgb.shape[:2], options.outscale)
         if alpha is not None and options.image_format == "jpeg":
@@ -413,7 +413,7 @@ def upscale_files(
             files.atomic_write(path, encode_image(final, options))
         except OSError as e:  # a full disk: nothing half-written, go on with the others
             failures.append(_write_failure(source, path, e))
-            logging.error("Skipping %s: %s", source, failures[-1]["message"])
+            logging.debug("Skipping %s: %s", source, failures[-1]["message"])
             return
         outputs.append(path)
         logging.info("Wrote %s (%dx%d)", path, final.shape[1], final.shape[0])
@@ -500,4 +500,4 @@ def _upscale_video_file(upscale_frame, path, output, result, *, scale, crf, prog
             "Wrote %s (%d frames, %dx%d)", output, written.frames, written.width, written.height
         )
         return
-    logging.error("Skipping %s: %s", path, result.failures[-1]["message"])
+    logging.debug("Skipping %s: %s", path, result.failures[-1]["message"])

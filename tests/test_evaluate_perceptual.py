@@ -151,7 +151,7 @@ def test_compare_and_perceptual_errors_are_clear(bicubic_model, hr_folder, tmp_p
     ):
         evaluate.evaluate(**run, compare={"x": str(empty)})
     save_image(empty / "photo1.png", np.zeros((10, 10, 3), np.uint8))
-    with pytest.raises(ValueError, match="is 10x10, the HR image is 200x104"):
+    with pytest.raises(ValueError, match="is 10x10, the HR image is 104x200"):
         evaluate.evaluate(**run, compare={"x": str(empty)})
     with pytest.raises(ValueError, match="unknown perceptual metric.*psnr"):
         evaluate.select_perceptual(["lpips", "psnr"])

@@ -105,10 +105,10 @@ def test_rest_b64_roundtrip_mixed_sizes_and_modes(loaded, generator, photo):
 
 def test_oversize_input_gives_the_documented_error(loaded):
     too_big = np.zeros((1, 49, 48, 3), np.uint8)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"49x48 = 2352 pixels.*limit of 2304"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"48x49 = 2352 pixels.*limit of 2304"):
         loaded.signatures["upscale"](images=tf.constant(too_big))
     png = tf.io.encode_png(too_big[0]).numpy()
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[0\] is 49x48"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[0\] is 48x49"):
         loaded.signatures["serving_default"](image_bytes=tf.constant([png]))
 
 

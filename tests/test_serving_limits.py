@@ -137,7 +137,7 @@ def test_zero_sized_inputs_get_a_clear_error(serving):
     # A PNG header claiming 0x5 pixels, and the uint8 signature with empty shapes.
     zero = image_bombs.png_bomb(5, 1)
     zero = zero[:16] + (0).to_bytes(4, "big") + zero[20:]
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[0\] is 5x0"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[0\] is 0x5"):
         serve(serving, [zero])
     for shape in [(1, 0, 0, 3), (1, 5, 0, 3), (0, 4, 4, 3)]:
         with pytest.raises(tf.errors.InvalidArgumentError, match="at least one image of at least"):

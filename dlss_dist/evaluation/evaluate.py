@@ -112,8 +112,8 @@ def _compared_image(name: str, folder: str, image_name: str, hr: np.ndarray) -> 
     image = imaging.read_image(path)
     if image.shape != hr.shape:
         raise ValueError(
-            f"--compare {name}: {path} is {image.shape[0]}x{image.shape[1]}, the HR image is "
-            f"{hr.shape[0]}x{hr.shape[1]} (it must be LR x scale)"
+            f"--compare {name}: {path} is {image.shape[1]}x{image.shape[0]}, the HR image is "
+            f"{hr.shape[1]}x{hr.shape[0]} (it must be LR x scale)"
         )
     return image
 
@@ -355,7 +355,8 @@ def evaluate(
         files.publish_entries(staging, output_dir, names, replace=overwrite)
     finally:
         files.remove_tree(staging)
-    logging.info("Wrote %s", os.path.join(output_dir, METRICS_FILE))
+    # Internals (shown with --verbosity=1): dlss-eval says where the reports are, once.
+    logging.debug("Wrote %s", os.path.join(output_dir, METRICS_FILE))
     return summary
 
 
@@ -430,7 +431,7 @@ def _evaluate_into(
             )
             continue
         if min(hr.shape[:2]) < minimum:
-            message = f"HR {hr.shape[0]}x{hr.shape[1]} is under {minimum} pixels per side"
+            message = f"HR {hr.shape[1]}x{hr.shape[0]} is under {minimum} pixels per side"
             skipped.append({"input": key, "reason": "too_small", "message": message})
             continue
         image_name = _unique_name(_safe_name(key), used_names)

@@ -99,7 +99,7 @@ def ssim(reference: np.ndarray, test: np.ndarray, *, border: int = 0) -> float:
     if min(a.shape[0], a.shape[1]) < SSIM_WINDOW:
         raise ValueError(
             f"SSIM needs at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels after the border crop, "
-            f"got {a.shape[0]}x{a.shape[1]}"
+            f"got {a.shape[1]}x{a.shape[0]}"
         )
     if a.ndim == 2:
         return _ssim_2d(a, b)

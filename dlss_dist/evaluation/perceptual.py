@@ -249,7 +249,7 @@ def niqe_y(y: np.ndarray, params: dict) -> float:
     if not niqe_defined(y.shape):
         raise ValueError(
             f"NIQE needs at least two {NIQE_BLOCK}x{NIQE_BLOCK} blocks (a covariance), "
-            f"got {y.shape[0]}x{y.shape[1]}"
+            f"got {y.shape[1]}x{y.shape[0]}"
         )
     blocks_h, blocks_w = y.shape[0] // NIQE_BLOCK, y.shape[1] // NIQE_BLOCK
     image = y[: blocks_h * NIQE_BLOCK, : blocks_w * NIQE_BLOCK]

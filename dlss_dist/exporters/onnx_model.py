@@ -99,5 +99,5 @@ def export_onnx(
     )
     onnx.checker.check_model(model)
     files.atomic_write(path, model.SerializeToString())
-    logging.info("Exported the generator (x%d) as ONNX opset %d to %s", scale, opset, path)
+    logging.debug("Exported the generator (x%d) as ONNX opset %d to %s", scale, opset, path)
     return path

@@ -53,5 +53,5 @@ def export_tflite(
     """
     content = convert(generator, variant)
     files.atomic_write(path, content)
-    logging.info("Exported the generator (x%d) as TFLite %s to %s", scale, variant, path)
+    logging.debug("Exported the generator (x%d) as TFLite %s to %s", scale, variant, path)
     return path
