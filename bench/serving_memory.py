@@ -10,6 +10,13 @@ process (VmHWM; it includes the input, the output array and the loaded runtime) 
   nice -n 10 .venv/bin/python bench/serving_memory.py --part=sizes --sizes=0.3,1,4 \
       --untiled_sizes=0.3 --formats=savedmodel,onnx --out=bench/results/upscaler_memory.json
 
+Speed (--part=speed): tiled by the budget against one untiled call on the same image, in one
+process per format, interleaved round by round (round 1 is each mode's first call at its
+shapes, and the automatic one also measures the model's memory cost then):
+
+  nice -n 10 .venv/bin/python bench/serving_memory.py --part=speed --sizes=0.3 --rounds=4 \
+      --formats=savedmodel,onnx --out=bench/results/upscaler_speed.json
+
 Bombs:
 
 Exports a small generator with whatever `dlss_dist` is importable, then, for each input, starts
@@ -94,6 +101,71 @@ SIZES_CHILD = textwrap.dedent(
 )
 
 
+SPEED_CHILD = textwrap.dedent(
+    """
+    import json, statistics, sys, time
+    import numpy as np
+    from skimage import data
+    from dlss_dist import serving
+    model, megapixels, rounds, max_memory = sys.argv[1], float(sys.argv[2]), *sys.argv[3:5]
+    rounds = int(rounds)
+    upscaler = serving.load_upscaler(model, max_memory=max_memory)
+    upscaler.runtime.max_input_pixels = None  # the old default: one call up to the limit
+    photo = data.astronaut()
+    side = int((megapixels * 1e6) ** 0.5)
+    reps = -(-side // photo.shape[0])
+    image = np.ascontiguousarray(np.tile(photo, (reps, reps, 1))[:side, :side])
+    times = {"auto": [], "untiled": []}
+    outputs = {}
+    for r in range(rounds):
+        for mode in (("auto", "untiled") if r % 2 == 0 else ("untiled", "auto")):
+            started = time.perf_counter()
+            if mode == "auto":
+                outputs[mode] = upscaler(image)
+            else:
+                outputs[mode] = upscaler.upscale_batch(image[None])[0]
+            times[mode].append(time.perf_counter() - started)
+    difference = np.abs(outputs["auto"].astype(int) - outputs["untiled"]).max()
+    later = {m: statistics.median(t[1:]) for m, t in times.items()}
+    print(json.dumps({"format": upscaler.format, "megapixels": megapixels,
+                      "input": f"{side}x{side}",
+                      "tile": max(upscaler.auto_tile(side, side, serving.DEFAULT_TILE_OVERLAP)),
+                      "auto_s": [round(t, 2) for t in times["auto"]],
+                      "untiled_s": [round(t, 2) for t in times["untiled"]],
+                      "first_ratio": round(times["auto"][0] / times["untiled"][0], 3),
+                      "later_median_ratio": round(later["auto"] / later["untiled"], 3),
+                      "max_abs_difference": int(difference)}))
+    """
+)
+
+
+def speed(args) -> dict:
+    """Automatic tiles against one untiled call, interleaved in one process per format."""
+    from dlss_dist import serving
+
+    source = serving.locate(args.model)
+    paths = {"savedmodel": source.path, "onnx": os.path.join(source.path, "model.onnx")}
+    rows = []
+    for megapixels in [float(m) for m in args.sizes.split(",")]:
+        for fmt in args.formats.split(","):
+            child = subprocess.run(
+                [sys.executable, "-c", SPEED_CHILD, paths[fmt], str(megapixels), str(args.rounds)]
+                + [args.max_memory],
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if child.returncode:
+                row = {"format": fmt, "megapixels": megapixels}
+                row["error"] = child.stderr.strip().splitlines()[-1][:200]
+            else:
+                row = json.loads(child.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return {"model": args.model, "max_memory": args.max_memory, "rows": rows}
+
+
 def sizes(args) -> dict:
     """The Upscaler across input sizes: one fresh process per (format, size, mode)."""
     from dlss_dist import serving
@@ -145,13 +217,19 @@ def markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="JSON file to write")
-    parser.add_argument("--part", choices=["bombs", "sizes"], default="bombs")
+    parser.add_argument("--part", choices=["bombs", "sizes", "speed"], default="bombs")
     parser.add_argument("--model", default="realworld_x4", help="sizes: the model")
     parser.add_argument("--sizes", default="0.3,1,4,16", help="sizes: megapixels")
     parser.add_argument("--untiled_sizes", default="0.3", help="sizes: also run these untiled")
     parser.add_argument("--formats", default="savedmodel,onnx", help="sizes: savedmodel, onnx")
     parser.add_argument("--max_memory", default="2G", help="sizes: the Upscaler's budget")
+    parser.add_argument("--rounds", type=int, default=4, help="speed: interleaved rounds")
     args = parser.parse_args()
+    if args.part == "speed":
+        result = speed(args)
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+        return
     if args.part == "sizes":
         result = sizes(args)
         with open(args.out, "w") as f:

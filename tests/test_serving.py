@@ -149,6 +149,27 @@ def test_tiles_follow_the_memory_budget():
     assert sizes[100] < sizes[200] <= sizes[1000] <= serving.upscaler.MAX_AUTO_TILE**2
 
 
+def test_memory_taken_after_loading_does_not_shrink_the_tiles():
+    """The budget is the model's: memory the process takes after loading (dlss-eval's LPIPS
+    and DISTS networks grew it by 6 GB) used to leave no room, and every tile fell to the
+    64-pixel minimum (4x the pixels computed for the same result)."""
+    image = np.random.default_rng(0).integers(0, 256, (500, 500, 3), dtype=np.uint8)
+    runtime = NearestRuntime()
+    upscaler = serving.Upscaler(
+        runtime, max_memory=memory.current_rss() + 200 * memory.MIB, bytes_per_pixel=10_000
+    )
+    expected = imaging.upscale_nearest(image, 2)
+    np.testing.assert_array_equal(upscaler(image), expected)
+    tiles_before = list(runtime.calls)
+    assert max(tiles_before) > (100, 100)
+    other_network = np.ones(400 * memory.MIB, np.uint8)  # touched: resident, past the budget
+    assert memory.current_rss() > upscaler.max_memory
+    runtime.calls.clear()
+    np.testing.assert_array_equal(upscaler(image), expected)
+    assert runtime.calls == tiles_before
+    del other_network
+
+
 def test_images_that_fit_one_tile_take_one_call():
     runtime = NearestRuntime()
     # The budget counts the whole process: leave room beyond what the test run already holds.
@@ -302,6 +323,23 @@ def test_the_memory_benchmark_runs_at_a_smoke_size(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [(r["format"], r["mode"]) for r in rows] == [("onnx", "auto"), ("onnx", "untiled")]
     assert all(r["peak_mb"] >= r["loaded_mb"] > 0 and r["output"] == "176x176" for r in rows)
+
+
+def test_the_tiling_speed_benchmark_runs_at_a_smoke_size(tmp_path):
+    """bench/serving_memory.py --part=speed, tiny: one row, tiles equal to the untiled call."""
+    out = tmp_path / "speed.json"
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "bench", "serving_memory.py"), "--part=speed"]
+        + ["--sizes=0.002", "--rounds=2", "--formats=onnx", f"--out={out}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["format"] == "onnx" and len(row["auto_s"]) == len(row["untiled_s"]) == 2
+    assert row["max_abs_difference"] == 0  # 44x44 fits one tile: the same call
 
 
 def test_a_savedmodel_without_tensorflow_says_what_to_install(generator, photo, tmp_path):

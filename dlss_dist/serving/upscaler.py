@@ -7,12 +7,18 @@ every exported graph (`dlss_dist.data.pipeline.to_float` / `to_uint8`, traced on
 what every runtime shares: input checks, the pixel limit, and tiling.
 
 Tiling by a memory budget: ``max_memory`` is the peak resident memory (RSS) the process should
-stay under. Each image is upscaled in tiles no larger than what ``max_memory`` minus the
-current RSS minus the output array allows, and never larger than `MAX_AUTO_TILE` (bigger tiles
-were slower per pixel on CPU). The cost per input pixel is first taken from a conservative
-estimate (`FALLBACK_BYTES_PER_OUTPUT_PIXEL` x scale^2); only when that does not fit is it
-measured, once: the peak-RSS growth of a 128x128 call minus that of a 32x32 one (the kernel's
-peak-RSS counter reset before each; Linux, elsewhere the estimate stays).
+stay under. Each image is upscaled in tiles no larger than what ``max_memory`` minus the RSS
+when the `Upscaler` was made (the runtime and the model, with whatever the process held then)
+minus the output array allows, and never larger than `MAX_AUTO_TILE` (bigger tiles were slower
+per pixel on CPU). Memory the process takes afterwards is not the model's to budget: other
+networks loaded beside it (``dlss-eval``'s LPIPS and DISTS grew the process to 6 GB) would
+otherwise leave no room and shrink every tile to the 64-pixel minimum, 4x the pixels computed
+for the same result; the runtime's own pools, grown by earlier tiles, are reused by the next.
+
+The cost per input pixel is first taken from a conservative estimate
+(`FALLBACK_BYTES_PER_OUTPUT_PIXEL` x scale^2); only when that does not fit is it measured,
+once: the peak-RSS growth of a 128x128 call minus that of a 32x32 one (the kernel's peak-RSS
+counter reset before each; Linux, elsewhere the estimate stays).
 """
 
 from __future__ import annotations
@@ -79,6 +85,9 @@ class Upscaler:
         self.max_memory = memory.parse_memory(max_memory)
         self.description = description or runtime.path
         self._bytes_per_pixel = bytes_per_pixel
+        # The process as the model left it: what the budget is shared with (see the module).
+        self.resident_at_load = memory.current_rss() or 0
+        self._warned_over_budget = False
 
     @property
     def path(self) -> str:
@@ -207,32 +216,48 @@ class Upscaler:
         if self.max_input_pixels is not None:
             largest = min(largest, math.isqrt(self.max_input_pixels))
         output_bytes = height * width * self.scale**2 * 3
-        rss = memory.current_rss() or 0
-        available = max(self.max_memory - rss - output_bytes, 0)
+        resident = self.resident_at_load
+        available = max(self.max_memory - resident - output_bytes, 0)
         wanted = min(height, largest) * min(width, largest)
         # The conservative estimate first: when even it fits, nothing needs measuring.
         per_pixel = self._bytes_per_pixel or self.fallback_bytes_per_pixel()
         if per_pixel * wanted > available and self._bytes_per_pixel is None:
             per_pixel = self.bytes_per_pixel()
-            rss = memory.current_rss() or 0  # the probe may have grown the runtime's pools
-            available = max(self.max_memory - rss - output_bytes, 0)
         fits = math.isqrt(int(available / per_pixel))
         minimum = max(tiling.MIN_TILE, 4 * overlap)
         if fits < minimum:
             logging.warning(
-                "%dx%d (WxH) upscaled x%d needs about %s for its output alone, on top of %s in "
-                "use: over --max_memory=%s; using %d-pixel tiles anyway",
+                "%dx%d (WxH) upscaled x%d needs about %s for its output, on top of %s for the "
+                "model: over --max_memory=%s; using %d-pixel tiles anyway",
                 width,
                 height,
                 self.scale,
                 memory.format_bytes(output_bytes),
-                memory.format_bytes(rss),
+                memory.format_bytes(resident),
                 memory.format_bytes(self.max_memory),
                 minimum,
             )
             fits = minimum
+        self._note_process_over_budget()
         side = min(largest, fits)
         return (
             tiling.balanced_tile(height, side, overlap),
             tiling.balanced_tile(width, side, overlap),
+        )
+
+    def _note_process_over_budget(self) -> None:
+        """Says once when the process has grown past the budget since the model was loaded
+        (other models, caches): the tiles keep to the model's share, the rest is not theirs."""
+        rss = memory.current_rss()
+        if self._warned_over_budget or rss is None or rss <= self.max_memory:
+            return
+        self._warned_over_budget = True
+        logging.info(
+            "This process holds %s, %s more than when %s was loaded, over --max_memory=%s: "
+            "tiles stay within the model's share of the budget (%s in use at load)",
+            memory.format_bytes(rss),
+            memory.format_bytes(max(rss - self.resident_at_load, 0)),
+            self.description,
+            memory.format_bytes(self.max_memory),
+            memory.format_bytes(self.resident_at_load),
         )
