@@ -219,6 +219,7 @@ def test_one_and_two_workers_and_reruns_give_identical_files(zoo, tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_portable_runner_loopback(sample_photos, make_dataset, tmp_path):
     reference = make_dataset("--num_shards=1", input_dir=sample_photos)
     out = make_dataset(

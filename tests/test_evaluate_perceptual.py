@@ -65,6 +65,7 @@ def weights_cache(tmp_path, monkeypatch, random_vgg16_checkpoint):
     return cache
 
 
+@pytest.mark.slow
 def test_perceptual_metrics_and_a_compared_tool_in_every_report(
     bicubic_model, hr_folder, tmp_path, weights_cache
 ):

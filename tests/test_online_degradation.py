@@ -75,6 +75,7 @@ def test_online_lr_differs_from_the_stored_bicubic_lr(train_dataset):
     assert np.abs(stored_lr - online_lr).mean() > 0.01
 
 
+@pytest.mark.slow
 def test_deterministic_and_resume_is_exact(train_dataset):
     straight = _batches(_input_fn(train_dataset), 15)
     again = _batches(_input_fn(train_dataset), 15)

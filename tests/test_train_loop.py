@@ -123,6 +123,7 @@ def test_every_shipped_config_is_shrunk_here():
     assert sorted(SHRINK) == sorted(os.path.basename(p) for p in glob.glob(f"{GIN_DIR}/*.gin"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gin_file", sorted(SHRINK))
 def test_every_shipped_config_trains_through_train_loop(
     gin_file, train_dataset, tmp_path, clean_gin, random_vgg16_checkpoint
@@ -189,6 +190,7 @@ def trained_model_dir(train_dataset, tmp_path_factory):
     gin.clear_config()
 
 
+@pytest.mark.slow
 def test_total_steps_below_the_newest_checkpoint_is_refused(trained_model_dir, train_dataset):
     operative = model_dir_lib.ModelDir(trained_model_dir).operative_config
 
@@ -205,6 +207,7 @@ def test_total_steps_below_the_newest_checkpoint_is_refused(trained_model_dir, t
     assert snapshot() == before
 
 
+@pytest.mark.slow
 def test_an_architecture_change_is_named_not_dumped(trained_model_dir, train_dataset):
     with gin.unlock_config():
         gin.bind_parameter("srresnet_generator.num_filters", 16)
@@ -215,6 +218,7 @@ def test_an_architecture_change_is_named_not_dumped(trained_model_dir, train_dat
     assert not os.path.exists(run_lock.lock_path(trained_model_dir))
 
 
+@pytest.mark.slow
 def test_a_live_run_elsewhere_refuses_a_second_one(trained_model_dir, train_dataset):
     other = {
         "tool": "dlss-train",
@@ -238,6 +242,7 @@ def test_a_live_run_elsewhere_refuses_a_second_one(trained_model_dir, train_data
         os.remove(lock)
 
 
+@pytest.mark.slow
 def test_a_dead_runs_lock_is_taken_over_and_training_resumes(trained_model_dir, train_dataset):
     stale = {
         "tool": "dlss-train",
@@ -344,6 +349,7 @@ def test_dlss_export_uses_the_runs_max_input_pixels(train_dataset, tmp_path, cle
     assert int(loaded.max_input_pixels.numpy()) == 5000
 
 
+@pytest.mark.slow
 def test_init_generator_from_starts_a_new_run_from_another_runs_generator(
     trained_model_dir, train_dataset, tmp_path, clean_gin
 ):
