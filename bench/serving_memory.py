@@ -29,7 +29,8 @@ the old code and once with the new to compare:
 
 Cases: a 49 KB PNG claiming 20000x20000 pixels (over the limit), a 735 KB GIF of 400 frames
 of 1000x1000 (each at the limit), and the same GIF with one frame (the cost of upscaling one
-1000x1000 image, the floor for the GIF).
+1000x1000 image, the floor for the GIF); ``--bomb_side``/``--bomb_frames`` shrink the GIF (the
+test suite runs a smoke size). Prints a table and writes JSON.
 """
 
 from __future__ import annotations
@@ -224,6 +225,8 @@ def main() -> None:
     parser.add_argument("--formats", default="savedmodel,onnx", help="sizes: savedmodel, onnx")
     parser.add_argument("--max_memory", default="2G", help="sizes: the Upscaler's budget")
     parser.add_argument("--rounds", type=int, default=4, help="speed: interleaved rounds")
+    parser.add_argument("--bomb_side", type=int, default=1000, help="bombs: GIF frame side")
+    parser.add_argument("--bomb_frames", type=int, default=400, help="bombs: GIF frame count")
     args = parser.parse_args()
     if args.part == "speed":
         result = speed(args)
@@ -240,10 +243,11 @@ def main() -> None:
     from dlss_dist import export
     from dlss_dist.models.generators import srresnet_generator
 
+    side, frames = args.bomb_side, args.bomb_frames
     cases = {
         "png_20000x20000": image_bombs.png_bomb(20_000, 20_000),
-        "gif_1000x1000_400_frames": image_bombs.gif_bomb(1000, 1000, 400),
-        "gif_1000x1000_1_frame": image_bombs.gif_bomb(1000, 1000, 1),
+        f"gif_{side}x{side}_{frames}_frames": image_bombs.gif_bomb(side, side, frames),
+        f"gif_{side}x{side}_1_frame": image_bombs.gif_bomb(side, side, 1),
     }
     with tempfile.TemporaryDirectory() as tmp:
         model = os.path.join(tmp, "1")
@@ -265,6 +269,12 @@ def main() -> None:
             print(name, results[name], flush=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
+    print("| input | file bytes | peak growth (MB) | seconds | outcome |")
+    print("|---|---:|---:|---:|---|")
+    for name in cases:
+        r = results[name]
+        cells = [name, r["file_bytes"], r["peak_growth_mb"], r["seconds"], r["outcome"]]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,12 @@ import io
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Tests never read or fill the user's pretrained-weights cache (dlss_dist.pretrained).
+# Tests never read or fill the user's pretrained-weights cache (dlss_dist.pretrained); only
+# tests/test_bench.py reads the anchors' model files from it (never writing), to run
+# bench/anchors.py when `make anchors-weights` has fetched them.
+USER_CACHE_DIR = os.environ.get("DLSS_CACHE_DIR") or os.path.join(
+    os.path.expanduser("~"), ".cache", "dlss_dist", "pretrained"
+)
 os.environ["DLSS_CACHE_DIR"] = os.path.join(
     __import__("tempfile").mkdtemp(prefix="dlss-test-cache-"), "pretrained"
 )

@@ -1,7 +1,6 @@
 """dlss-preprocess's start-up and tear-down (issue 20): how many workers it picks, how they
-are started and end, and the benchmark that measures it (a smoke-size run; no timing)."""
+are started and end (bench/preprocess.py runs at a smoke size in tests/test_bench.py)."""
 
-import json
 import os
 import pathlib
 import subprocess
@@ -129,42 +128,6 @@ def test_the_story_says_how_many_workers_and_why(tmp_path, sample_photos, monkey
     for name in os.listdir(tmp_path / "one"):
         if ".tfrecord-" in name:
             assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
-
-
-@pytest.mark.slow
-def test_bench_preprocess_smoke(tmp_path):
-    """bench/preprocess.py end to end at a smoke size: its JSON has every table."""
-    out = tmp_path / "preprocess.json"
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
-    )
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "preprocess.py"),
-            "--sizes=3,6",
-            "--rounds=1",
-            "--contenders=beam_1",
-            "--breakdown",
-            "--breakdown_size=3",
-            f"--output_json={out}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(out.read_text())
-    assert report["sizes"] == [3, 6]
-    for kind in ("wall", "cpu"):
-        assert set(report[kind]["best_seconds"]["beam_1"]) == {"3", "6"}
-        assert set(report[kind]["fit"]["beam_1"]) == {"fixed_seconds", "per_image_ms"}
-    phases = report["breakdown"]["beam_1"]["phases"]
-    assert "run lock" in phases and "exit" in phases
-    assert all(seconds >= 0 for seconds in phases.values()), phases
-    assert "per image ms" in result.stdout
 
 
 NO_TENSORFLOW = """

@@ -1,7 +1,6 @@
 """One model interface: every format loads as the same Upscaler, tiles by a memory budget, and
 the ONNX path runs without TensorFlow."""
 
-import json
 import os
 import subprocess
 import sys
@@ -306,40 +305,6 @@ def test_a_savedmodel_in_a_model_dir_converts_with_the_runs_config(
     alone = export.export_generator(generator, str(tmp_path / "5"), scale=SCALE)
     with pytest.raises(ValueError, match="operative_config.gin of its training run"):
         convert.source_generator(serving.locate(alone))
-
-
-def test_the_memory_benchmark_runs_at_a_smoke_size(tmp_path):
-    """bench/serving_memory.py --part=sizes end to end, tiny: a row per mode, no timing checked."""
-    out = tmp_path / "memory.json"
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "bench", "serving_memory.py"), "--part=sizes"]
-        + ["--sizes=0.002", "--untiled_sizes=0.002", "--formats=onnx", f"--out={out}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = json.loads(out.read_text())["rows"]
-    assert [(r["format"], r["mode"]) for r in rows] == [("onnx", "auto"), ("onnx", "untiled")]
-    assert all(r["peak_mb"] >= r["loaded_mb"] > 0 and r["output"] == "176x176" for r in rows)
-
-
-def test_the_tiling_speed_benchmark_runs_at_a_smoke_size(tmp_path):
-    """bench/serving_memory.py --part=speed, tiny: one row, tiles equal to the untiled call."""
-    out = tmp_path / "speed.json"
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "bench", "serving_memory.py"), "--part=speed"]
-        + ["--sizes=0.002", "--rounds=2", "--formats=onnx", f"--out={out}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    (row,) = json.loads(out.read_text())["rows"]
-    assert row["format"] == "onnx" and len(row["auto_s"]) == len(row["untiled_s"]) == 2
-    assert row["max_abs_difference"] == 0  # 44x44 fits one tile: the same call
 
 
 def test_a_savedmodel_without_tensorflow_says_what_to_install(generator, photo, tmp_path):
