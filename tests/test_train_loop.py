@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import time
 
 import gin
@@ -177,16 +178,31 @@ def test_a_model_dir_that_is_a_file_is_refused(tmp_path):
         _train(tmp_path / "model", str(tmp_path), total_steps=1, global_batch_size=1)
 
 
-@pytest.fixture
-def trained_model_dir(train_dataset, tmp_path_factory):
-    """A tiny run trained to step 4 (the protected directory of the tests below)."""
+TRAINED_BINDINGS = ["train_loop.total_steps = 4", "train_loop.sample_every_steps = 0"]
+
+
+@pytest.fixture(scope="module")
+def trained_once(train_dataset, tmp_path_factory):
+    """A tiny run trained to step 4, once for the module (tests get a copy)."""
     gin.clear_config()
-    config.parse_config(
-        [th.TINY_GIN], ["train_loop.total_steps = 4", "train_loop.sample_every_steps = 0"]
-    )
+    config.parse_config([th.TINY_GIN], TRAINED_BINDINGS)
     model_dir = tmp_path_factory.mktemp("trained") / "model"
-    _train(model_dir, train_dataset)
-    yield str(model_dir)
+    try:
+        _train(model_dir, train_dataset)
+    finally:
+        gin.clear_config()
+    return str(model_dir)
+
+
+@pytest.fixture
+def trained_model_dir(trained_once, tmp_path):
+    """A copy of that run (the protected directory of the tests below), with its config
+    parsed, as after training it."""
+    model_dir = str(tmp_path / "trained" / "model")
+    shutil.copytree(trained_once, model_dir)
+    gin.clear_config()
+    config.parse_config([th.TINY_GIN], TRAINED_BINDINGS)
+    yield model_dir
     gin.clear_config()
 
 
