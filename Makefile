@@ -1,11 +1,18 @@
-# The README's two commands. Both create .venv and install everything on first use,
-# so a fresh machine with only Python 3.11 needs nothing else.
+# The README's two commands. Both create .venv and install what they need on first use
+# (`make demo` the demo's extras, `make test` everything), so a fresh machine with only
+# Python 3.11 needs nothing else.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# Re-install when the dependency list changes.
-STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
-EXTRAS ?= cpu,demo,test
+# Re-install when the dependency list changes. Two levels: everything (`make test`, `lint`,
+# `bench`, ...: EXTRAS) and the demo alone (`make demo`: DEMO_EXTRAS, TensorFlow and
+# scikit-image's photographs; none of the test tools, ONNX, LiteRT or PyAV). The full install
+# covers the demo's, so after `make test` `make demo` installs nothing more.
+CKSUM       := $(shell cksum < pyproject.toml | cut -d' ' -f1)
+STAMP       := $(VENV)/.installed-$(CKSUM)
+DEMO_STAMP  := $(VENV)/.installed-demo-$(CKSUM)
+EXTRAS      ?= cpu,demo,test
+DEMO_EXTRAS ?= cpu,demo
 
 # The TensorFlow of the TF Serving release k8s/ pins, in its own environment, so the suite can
 # check that this older runtime serves our exports (tests/test_serving_compat.py).
@@ -20,6 +27,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	rm -f $(VENV)/.installed-*
+	touch $@ $(DEMO_STAMP)
+
+$(DEMO_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[$(DEMO_EXTRAS)]'
+	rm -f $(VENV)/.installed-demo-*
 	touch $@
 
 lint: $(STAMP)
@@ -56,7 +70,7 @@ weights: $(STAMP)
 anchors-weights: $(STAMP)
 	$(BIN)/python bench/anchors.py --fetch
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/dlss-demo --output_dir=demo_output --overwrite
 
 # Real photographs from nine Debian packages (docs/real-world.md): `apt-get download` + `dpkg-deb -x`
