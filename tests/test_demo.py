@@ -10,6 +10,8 @@ import sys
 import pytest
 from training_helpers import REPO, train_env
 
+from dlss_dist import demo
+
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
@@ -41,9 +43,20 @@ def test_demo_runs_end_to_end(tmp_path):
     assert f"Report: {output_dir / 'report.md'}" in result.stdout
     assert os.path.isdir(output_dir / "model" / "export" / "6")
 
-    # A second run refuses to mix its outputs with the first one's...
-    again = subprocess.run(
-        command, env=train_env(), capture_output=True, text=True, cwd=REPO, timeout=120
-    )
-    assert again.returncode == 1
-    assert "pass --overwrite" in again.stderr
+    # The story: six stage headers in order (the log's five, then the result on stdout)...
+    headers = [demo.stage_header(n) for n in range(1, len(demo.STAGES) + 1)]
+    told = [line for line in result.stderr.splitlines() if line.startswith("== ")]
+    assert told == headers[:-1], result.stderr[-4000:]
+    assert result.stdout.startswith(headers[-1])
+    for stage, after in zip(headers[:-2], headers[1:-1], strict=True):
+        assert result.stderr.index(stage) < result.stderr.index(after)
+    # ...the preprocessing result as a sentence, not a Python dict...
+    assert "Wrote 44 train, 4 validation, 0 test examples to" in result.stderr
+    assert "{'" not in result.stderr
+    # ...and ONE metric table on the console, every row and both metrics explained.
+    assert result.stdout.count("| method |") == 1
+    assert "| model | the network trained above |" in result.stdout
+    assert "PSNR (peak signal-to-noise ratio)" in result.stdout and "SSIM (struct" in result.stdout
+    assert demo.verdict(summary) in result.stdout
+    assert demo.explained_table(summary) in report
+    # (A second run's refusal to mix its outputs with these: tests/test_demo_outputs.py.)

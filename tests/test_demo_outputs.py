@@ -167,3 +167,59 @@ def test_an_unrecorded_run_with_a_users_photo_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="were not written by dlss-demo"):
         run(tmp_path, monkeypatch, overwrite=True)
     assert (tmp_path / "photos" / "holiday.jpg").exists()
+
+
+def summary_with(model_psnr: float, bicubic_psnr: float = 27.0) -> dict:
+    metrics = {
+        "model": {"psnr_rgb": model_psnr, "ssim_rgb": 0.81, "psnr_y": 29.0, "ssim_y": 0.83},
+        "bicubic": {"psnr_rgb": bicubic_psnr, "ssim_rgb": 0.80, "psnr_y": 28.5, "ssim_y": 0.82},
+        "nearest": {"psnr_rgb": 25.4, "ssim_rgb": 0.72, "psnr_y": 26.9, "ssim_y": 0.74},
+    }
+    return {"num_images": 3, "scale": 4, "methods": list(metrics), "metrics": metrics}
+
+
+@pytest.mark.parametrize(
+    "model_psnr, says",
+    [
+        (27.8, "The model beats bicubic by 0.80 dB"),
+        (27.1, "The model is 0.10 dB above bicubic"),
+        (27.0, "The model scores as bicubic"),
+        (26.5, "The model is 0.50 dB below bicubic"),
+    ],
+)
+def test_the_table_says_what_its_numbers_mean(model_psnr, says):
+    table = demo.explained_table(summary_with(model_psnr))
+    assert says in table and demo.verdict(summary_with(model_psnr)) in table
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| method | what it is | PSNR (dB) | SSIM |"
+    assert rows[1].startswith(f"| model | the network trained above | {model_psnr:.2f} | 0.810")
+    assert "baseline to beat" in rows[2] and "the floor" in rows[3]
+    assert "PSNR (peak signal-to-noise ratio)" in table and "SSIM (structural" in table
+    assert "3 held-out photographs from copies 4x smaller" in table
+
+
+def test_six_stages_from_photos_to_report():
+    assert demo.STAGES == (
+        "Photos",
+        "Preprocessing",
+        "Training",
+        "Export",
+        "Evaluation",
+        "Report",
+    )
+    assert demo.stage_header(3) == "== 3/6 Training =="
+
+
+def test_the_report_leads_with_the_explained_table(tmp_path):
+    (tmp_path / "evaluation" / "grids").mkdir(parents=True)
+    summary = summary_with(27.8)
+    summary.update(
+        model=str(tmp_path / "model" / "export" / "6"),
+        degradation="bicubic_matlab_antialias",
+        border_crop=4,
+    )
+    path = demo.write_report(str(tmp_path), summary, {"evaluation": 1.0}, 6)
+    with open(path) as f:
+        report = f.read()
+    assert demo.explained_table(summary) in report
+    assert report.index("| what it is |") < report.index("| PSNR Y (dB) |")  # every metric after

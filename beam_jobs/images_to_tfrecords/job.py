@@ -470,7 +470,11 @@ def run_job(
             manifest = _run_locked(options, lock, on_start, on_progress)
     finally:
         lock.release()
-    logging.info("Wrote %s", {s: v["examples"] for s, v in manifest["splits"].items()})
+    splits = manifest["splits"]
+    order = [s for s in ("train", "validation", "test") if s in splits]
+    order += [s for s in splits if s not in order]
+    counts = ", ".join(f"{splits[s]['examples']} {s}" for s in order)
+    logging.info("Wrote %s examples to %s.", counts, options.output_dir)
     return manifest
 
 

@@ -5,6 +5,8 @@ dlss-demo --output_dir=demo_output [--overwrite] [--gin_param='train_loop.total_
 
 from __future__ import annotations
 
+import sys
+
 from absl import flags
 
 from dlss_dist.cli import quiet_tensorflow_logs, run_tool, shared_flags
@@ -36,12 +38,14 @@ def main(argv):
     del argv  # run_tool refuses stray arguments
     quiet_tensorflow_logs()
     from dlss_dist import config, demo
-    from dlss_dist.evaluation import evaluate
 
     config.parse_config(FLAGS.gin_file or [DEFAULT_GIN_FILE], FLAGS.gin_param)
     report, summary = demo.run_demo(FLAGS.output_dir, overwrite=FLAGS.overwrite)
-    print(evaluate.format_table(summary))
-    print(f"\nReport: {report}")
+    # Stages 1-5 are the log's story (stderr); the result goes to stdout.
+    sys.stderr.flush()
+    print(demo.stage_header(len(demo.STAGES)))
+    print(demo.explained_table(summary))
+    print(f"\nReport: {report} (every metric, a comparison picture, the time per stage)")
 
 
 def run(argv: list[str] | None = None) -> None:
