@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 
 import gin
@@ -65,7 +64,7 @@ class DemoOutputs:
         self.output_dir = output_dir
         self.manifest_path = os.path.join(output_dir, MANIFEST_FILE)
         self.previous = os.path.join(output_dir, PREVIOUS_DIR)
-        self._moved: list[str] = []
+        self._aside = files.SetAside(output_dir, self.previous)
 
     def _path(self, name: str) -> str:
         return os.path.join(self.output_dir, name)
@@ -151,32 +150,22 @@ class DemoOutputs:
                     f"not written by dlss-demo ({shown}); move them away first"
                 )
         if existing:
-            os.makedirs(self.previous)
-            for name in existing:
-                os.rename(self._path(name), os.path.join(self.previous, name))
-                self._moved.append(name)
+            self._aside.move(existing)
         os.makedirs(self.output_dir, exist_ok=True)
         self._write_manifest(complete=False)
 
     def commit(self) -> None:
         """The run succeeded: record its files and delete the previous run's outputs."""
         self._write_manifest(complete=True)
-        if os.path.lexists(self.previous):
-            shutil.rmtree(self.previous)
+        self._aside.discard()
 
     def rollback(self) -> None:
         """The run failed: remove its partial outputs and put the previous run's back."""
+        restored = bool(self._aside.moved)
         for name in DEMO_OUTPUTS:
-            path = self._path(name)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            elif os.path.lexists(path):
-                os.remove(path)
-        for name in self._moved:
-            os.rename(os.path.join(self.previous, name), self._path(name))
-        if os.path.lexists(self.previous):
-            os.rmdir(self.previous)
-        if self._moved:
+            files.remove_tree(self._path(name))
+        self._aside.restore()
+        if restored:
             self._write_manifest(complete=True)
         elif os.path.exists(self.manifest_path):
             os.remove(self.manifest_path)

@@ -13,6 +13,9 @@
   under a hidden temporary name and renamed into place in one step; on failure the partial
   folder is deleted. With ``replace=True`` an existing folder is moved aside first and
   deleted only after the new one is in place.
+* `SetAside`: the output-folder swap itself. Existing outputs are moved into a folder beside
+  them before new ones are written; `discard` deletes them once the new ones are complete,
+  `restore` deletes the new partial ones and puts the old back (`publish_folder`, the demo).
 * `check_no_overwrite`: THE no-overwrite rule of every tool: an existing file that this run
   did not create is never replaced without ``--overwrite``. Tools call it with every path
   they will write, before any work, and it raises `OutputExistsError` (an OSError, so the
@@ -234,21 +237,56 @@ def _is_empty_dir(path: str) -> bool:
     return isdir(path) and not list_dir(path)
 
 
+class SetAside:
+    """Moves entries of `folder` into the folder `aside` and later deletes or restores them.
+
+    The output-folder swap: `move` the previous outputs aside before writing new ones; when
+    the new ones are complete, `discard` deletes the old; if writing fails, `restore` deletes
+    what was written at each moved name and renames the old entries back. A caller that names
+    `aside` itself (not hidden under `TEMP_PREFIX`) can tell a user where a killed run left
+    them.
+    """
+
+    def __init__(self, folder: str, aside: str):
+        self.folder = folder
+        self.aside = aside
+        self.moved: list[str] = []
+
+    def move(self, names: Iterable[str]) -> None:
+        """Renames each of `names` (files or folders) from `folder` into `aside`, in order."""
+        makedirs(self.aside)
+        for name in names:
+            _rename_folder(os.path.join(self.folder, name), os.path.join(self.aside, name))
+            self.moved.append(name)
+
+    def discard(self) -> None:
+        """The new entries are in place: deletes the old ones."""
+        remove_tree(self.aside)
+        self.moved = []
+
+    def restore(self) -> None:
+        """Writing failed: deletes what is at each moved name and puts the old entry back."""
+        for name in self.moved:
+            remove_tree(os.path.join(self.folder, name))
+            _rename_folder(os.path.join(self.aside, name), os.path.join(self.folder, name))
+        remove_tree(self.aside)
+        self.moved = []
+
+
 def publish_folder(staging: str, final: str, *, replace: bool = False) -> None:
     """Renames the finished folder `staging` to `final` (see `staged_folder`)."""
     if exists(final) and not _is_empty_dir(final):
         if not replace:
             raise OutputExistsError(f"{final} already exists and is not empty")
-        aside = os.path.join(
-            os.path.dirname(final.rstrip("/")), f"{TEMP_PREFIX}old-{uuid.uuid4().hex}"
-        )
-        _rename_folder(final, aside)
+        parent, name = os.path.split(final.rstrip("/"))
+        old = SetAside(parent, os.path.join(parent, f"{TEMP_PREFIX}old-{uuid.uuid4().hex}"))
+        old.move([name])
         try:
             _rename_folder(staging, final)
         except BaseException:
-            _rename_folder(aside, final)  # put the old one back
+            old.restore()
             raise
-        remove_tree(aside)
+        old.discard()
         return
     if exists(final):
         remove_tree(final)  # an empty folder: nothing in it to lose

@@ -128,3 +128,26 @@ def test_paths_and_listing(tmp_path):
     assert files.list_dir(str(tmp_path)) == [name]
     assert files.printable(name) == "caf\\xe9.png"
     assert files.name_too_long("x" * 256) and not files.name_too_long("x" * 255)
+
+
+def test_set_aside_discards_the_old_outputs_or_restores_them(tmp_path):
+    """The output-folder swap: old outputs moved aside, then deleted or put back whole."""
+    for name, text in (("report.md", "old report"), ("grids/a.png", "old grid")):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    aside = files.SetAside(str(tmp_path), str(tmp_path / ".previous"))
+    aside.move(["report.md", "grids"])
+    assert sorted(os.listdir(tmp_path)) == [".previous"]
+    (tmp_path / "grids").mkdir()
+    (tmp_path / "grids" / "partial.png").write_text("half")
+    aside.restore()  # the new run failed
+    assert sorted(os.listdir(tmp_path)) == ["grids", "report.md"]
+    assert os.listdir(tmp_path / "grids") == ["a.png"]
+    assert (tmp_path / "report.md").read_text() == "old report"
+
+    aside = files.SetAside(str(tmp_path), str(tmp_path / ".previous"))
+    aside.move(["report.md"])
+    (tmp_path / "report.md").write_text("new report")
+    aside.discard()  # the new run succeeded
+    assert sorted(os.listdir(tmp_path)) == ["grids", "report.md"]
+    assert (tmp_path / "report.md").read_text() == "new report"

@@ -21,10 +21,6 @@ EXCEPTIONS = {
         "gfile rename",
     ): "a lock's exclusive create on a remote file system: rename without overwrite",
     (
-        "dlss_dist/demo.py",
-        "os.rename",
-    ): "the demo moves its own previous run aside and back (rollback), entry by entry",
-    (
         "beam_jobs/images_to_tfrecords/job.py",
         "FileSystems rename",
     ): "the dataset swap through Beam's filesystems: the job runs without TensorFlow",
