@@ -25,6 +25,7 @@ from absl import logging
 from PIL import Image
 
 from dlss_dist import files, imaging, pictures, serving, video
+from dlss_dist import progress as progress_lib
 
 FAILURES_FILE = "failures.json"
 
@@ -364,8 +365,10 @@ def upscale_files(
         ``frame_{K+1}.png``, the first input, K cross-fades between the inputs (blended
         before upscaling, in input space), and the second input, all upscaled; the second
         input is resized to the first's size if they differ.
-      video_crf, progress: videos (`video.VIDEO_EXTENSIONS`) become ``<output_dir>/<name>``
-        (see `dlss_dist.video.upscale_video`), with a progress bar if `progress`.
+      video_crf: videos (`video.VIDEO_EXTENSIONS`) become ``<output_dir>/<name>`` (see
+        `dlss_dist.video.upscale_video`).
+      progress: report progress (`dlss_dist.progress`: a bar on a terminal, lines when
+        piped) over the images (two or more) and over each video's frames.
       options: suffix, image format and quality, outscale, overwrite (`OutputOptions`).
         Transparent images keep their alpha (resized with Lanczos) in PNG and WebP.
 
@@ -432,24 +435,30 @@ def upscale_files(
                     "Resizing %s from %s to %s to cross-fade", found[1], last.shape, first.shape
                 )
                 last = imaging.imresize(last, first.shape[0], first.shape[1])
-            for i, frame in enumerate(pictures.crossfade(first, last, interpolate)):
-                run(frame, paths[i], f"frame {i}")
+            frames = pictures.crossfade(first, last, interpolate)
+            with _image_progress(interpolate + 2, progress) as report:
+                for i, frame in enumerate(frames):
+                    run(frame, paths[i], f"frame {i}")
+                    report.update(1)
     else:
-        for file, path in zip(found, paths, strict=True):
-            if video.is_video(file):
-                _upscale_video_file(
-                    video_frame_function(upscaler, tile, tile_overlap, options.outscale),
-                    file,
-                    path,
-                    result,
-                    scale=options.outscale or upscaler.scale,
-                    crf=video_crf,
-                    progress=progress,
-                )
-                continue
-            image = load(file)
-            if image is not None:
-                run(image, path, file)
+        images = sum(1 for file in found if not video.is_video(file))
+        with _image_progress(images, progress) as report:
+            for file, path in zip(found, paths, strict=True):
+                if video.is_video(file):
+                    _upscale_video_file(
+                        video_frame_function(upscaler, tile, tile_overlap, options.outscale),
+                        file,
+                        path,
+                        result,
+                        scale=options.outscale or upscaler.scale,
+                        crf=video_crf,
+                        progress=progress,
+                    )
+                    continue
+                image = load(file)
+                if image is not None:
+                    run(image, path, file)
+                report.update(1)
 
     failures_path = os.path.join(output_dir, FAILURES_FILE)
     if failures:
@@ -463,8 +472,13 @@ def upscale_files(
     if gif and outputs:
         result.gif = gif
         result.gif_frames = pictures.write_gif(outputs, gif, fps=gif_fps)
-        logging.info("Wrote %s (%d frames)", gif, result.gif_frames)
+        logging.debug("Wrote %s (%d frames)", gif, result.gif_frames)  # dlss-upscale says it
     return result
+
+
+def _image_progress(images: int, enabled: bool) -> progress_lib.Progress:
+    """Progress over a run's images, when asked for and there are two or more."""
+    return progress_lib.Progress(images, "upscaling", unit="image", enabled=enabled and images > 1)
 
 
 def video_frame_function(upscaler, tile: int, tile_overlap: int | None, outscale: float | None):

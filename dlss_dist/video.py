@@ -27,6 +27,7 @@ import numpy as np
 from absl import logging
 
 from dlss_dist import files
+from dlss_dist import progress as progress_lib
 
 # Containers dlss-upscale reads when it finds them in a folder or is given one.
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
@@ -169,15 +170,6 @@ def probe(path: str) -> VideoInfo:
         )
 
 
-def _progress_bar(total: int | None, description: str, enabled: bool):
-    from tqdm import tqdm
-
-    # disable=None: tqdm draws only on a terminal, so logs and CI output stay clean.
-    return tqdm(
-        total=total, desc=description, unit="frame", disable=None if enabled else True, leave=False
-    )
-
-
 def upscale_video(
     upscale_frame: FrameUpscaleFn,
     input_path: str,
@@ -198,7 +190,8 @@ def upscale_video(
       scale: the upscaling factor of `upscale_frame` (sets the encoder's frame size, see
         `frame_size`).
       crf: encoder constant rate factor (0 = lossless H.264, larger = smaller files).
-      progress: show a progress bar on stderr (when stderr is a terminal).
+      progress: report progress over the frames (`dlss_dist.progress`: a bar on a terminal,
+        lines with the rate and the time left when piped).
 
     Returns:
       A VideoResult.
@@ -266,7 +259,8 @@ def _transcode(av, upscale_frame, input_path, temp, ext, info, *, scale, crf, pr
         streams = [video_in] + ([audio_in] if audio_in is not None else [])
         frames = 0
         total = info.frames or (round(info.duration * info.fps) if info.duration else None)
-        with _progress_bar(total, os.path.basename(input_path), progress) as bar:
+        description = os.path.basename(input_path)
+        with progress_lib.Progress(total, description, unit="frame", enabled=progress) as bar:
             for packet in source.demux(streams):
                 if packet.stream is audio_in:
                     if copy_audio:

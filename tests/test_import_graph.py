@@ -41,6 +41,7 @@ GROUND = {
     f"{PACKAGE}.model_dir",
     f"{PACKAGE}.pictures",
     f"{PACKAGE}.export_formats",
+    f"{PACKAGE}.progress",
 }
 # What the Beam job may import of dlss_dist: the ground floor, the dataset's schema and TFRecord
 # framing, the run lock on its output folder, and the tool shell (quiet logs, one-line errors).

@@ -333,7 +333,7 @@ def test_train_cli_requires_a_gin_file(tmp_path):
 def test_sigint_saves_a_checkpoint_and_exits_130(dataset, tmp_path):
     model_dir = str(tmp_path / "model")
     process = _start_endless_run(model_dir, dataset)
-    th.read_until(process, "step 2/100000")  # a few steps done
+    th.read_until(process, "training: 2/100000 steps")  # a few steps done
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-3000:]

@@ -28,6 +28,7 @@ from absl import app, flags
 
 from beam_jobs.images_to_tfrecords.errors import NoExamplesError, PreflightError
 from beam_jobs.images_to_tfrecords.options import SOURCE_FOLDERS, JobOptions
+from dlss_dist import progress as progress_lib
 from dlss_dist.cli import UserError, is_user_error, run_tool, shared_flags
 
 PROG = "dlss-preprocess"
@@ -194,56 +195,48 @@ def configure_console(verbosity: int) -> tuple[str, ...]:
 
 
 class Story:
-    """The console lines a person reads: start, progress, result."""
+    """The console lines a person reads: start, progress (`dlss_dist.progress`), result."""
 
-    def __init__(self, stream=None, interval: float = 10.0):
+    def __init__(self, stream=None):
         self._stream = stream or sys.stdout
-        self._tty = self._stream.isatty()
-        self._interval = interval
         self._started = time.monotonic()
-        self._last_line = 0.0
-        self._total = 0
-        self._pending_newline = False
-        self._last = None
+        self._running_since = self._started
+        self._progress: progress_lib.Progress | None = None
 
     def end_line(self) -> None:
-        if self._pending_newline:
-            self._stream.write("\n")
-            self._stream.flush()
-            self._pending_newline = False
+        """Ends the progress report (a bar on a terminal goes; when piped, a last line)."""
+        if self._progress is not None:
+            self._progress.close()
 
     def say(self, text: str) -> None:
-        self.end_line()
+        if self._progress is not None and self._progress.is_bar:
+            self._progress.write(text)  # above the bar
+            return
         self._stream.write(text + "\n")
         self._stream.flush()
 
     def start(self, options, workers: str | None = None) -> None:
+        self._running_since = time.monotonic()
         folders = ", ".join(f"--{k}={v}" for k, v in options.inputs.items())
         self.say(f"{PROG}: {options.source} source ({folders}) -> {options.output_dir}")
         if workers:
             self.say(f"  {workers}")
 
     def progress(self, done: int, total: int) -> None:
-        if (done, total) == self._last:
-            return
-        self._last = (done, total)
-        now = time.monotonic()
-        if total != self._total:
-            if not self._total:
-                self.say(f"  found {total} inputs")
-            self._total = total
-        elapsed = max(now - self._started, 1e-9)
-        percent = 100 * done / max(total, 1)
-        text = f"  {done}/{total} inputs done ({percent:.0f}%, {done / elapsed:.0f}/s)"
-        if self._tty:
-            self._stream.write("\r" + text)
-            self._stream.flush()
-            self._pending_newline = True
-        elif now - self._last_line >= self._interval or done == total:
-            self._last_line = now
-            self.say(text)
+        """From the job's progress watcher: `total` inputs found so far, `done` of them done."""
+        if self._progress is None:
+            self.say(f"  found {total} inputs")
+            self._progress = progress_lib.Progress(
+                total,
+                "  preprocessing",
+                unit="input",
+                stream=self._stream,
+                started=self._running_since,
+            )
+        self._progress.update(done=done, total=total)
 
     def finish(self, manifest: dict, output_dir: str) -> None:
+        self.end_line()
         splits = manifest["splits"]
         written = ", ".join(
             f"{s} {splits[s]['examples']}" for s in ("train", "validation", "test") if s in splits

@@ -67,27 +67,19 @@ class SaveCheckpoint(PeriodicAction):
 
 
 class WriteSummaries(PeriodicAction):
-    """TensorBoard scalars every `every` steps, and a log line (chief's writer only)."""
+    """TensorBoard scalars every `every` steps (the console's progress lines, with the same
+    metrics, come from `dlss_dist.progress`)."""
 
     name = "summaries"
 
-    def __init__(self, writer, every: int, *, total_steps: int, log: bool):
+    def __init__(self, writer, every: int):
         super().__init__(every)
         self.writer = writer
-        self.total_steps = total_steps
-        self.log = log
 
     def __call__(self, step: int, metrics: dict[str, float]) -> None:
         with self.writer.as_default(step=step):
             for name, value in metrics.items():
                 tf.summary.scalar(name, value)
-        if self.log:
-            logging.info(
-                "step %d/%d %s",
-                step,
-                self.total_steps,
-                " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())),
-            )
 
 
 def inference_copy(model: keras.Model) -> keras.Model:

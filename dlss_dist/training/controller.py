@@ -60,7 +60,7 @@ class Controller:
       checkpoint: the checkpoint action, also used before stopping on a signal.
       vote: called after every chunk; returns (signal number or 0, run lock lost).
       global_batch_size: for the images-per-second metric.
-      progress: an optional `keras.utils.Progbar`-like object with `update(step, values)`.
+      progress: an optional `dlss_dist.progress.Progress` (`update(done=step, metrics=...)`).
       last_good_checkpoint: names the newest checkpoint in a non-finite-loss message.
     """
 
@@ -125,7 +125,7 @@ class Controller:
             if data_wait is not None:
                 metrics["data_wait_fraction"] = data_wait / elapsed
             if self.progress is not None:
-                self.progress.update(current, list(metrics.items()))
+                self.progress.update(done=current, metrics=metrics)
             final = current == self.total_steps
             for action in self.actions:
                 if action.is_due(current, final=final):

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import sys
 from collections.abc import Callable
 
 import gin
-import keras
 import tensorflow as tf
 from absl import logging
 
 from dlss_dist import checkpoints, distribute, export, models, run_lock
 from dlss_dist import model_dir as model_dir_lib
+from dlss_dist import progress as progress_lib
 from dlss_dist.data import pipeline, schema
 from dlss_dist.training import actions as actions_lib
 from dlss_dist.training import controller as controller_lib
@@ -373,17 +372,20 @@ def train_loop(
         save = actions_lib.SaveCheckpoint(
             store, checkpoint_every_steps, saved_at=start_step if resumed else None
         )
-        progress = (
-            keras.utils.Progbar(total_steps, stateful_metrics=trainer_lib.METRICS)
-            if chief and sys.stderr.isatty()
-            else None
+        # The chief reports progress: a bar on a terminal; when piped, a line at every
+        # summary step with the rate, the time left and the metrics (absl's log).
+        progress = stack.enter_context(
+            progress_lib.Progress(
+                total_steps,
+                "training",
+                unit="step",
+                initial=start_step,
+                enabled=chief,
+                every=summary_every_steps,
+                say=logging.info,
+            )
         )
-        summaries = actions_lib.WriteSummaries(
-            writer,
-            summary_every_steps,
-            total_steps=total_steps,
-            log=chief and progress is None,
-        )
+        summaries = actions_lib.WriteSummaries(writer, summary_every_steps)
         samples = actions_lib.WriteSamples(
             sample_every_steps,
             trainer=trainer,
