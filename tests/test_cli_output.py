@@ -17,6 +17,7 @@ from dlss_dist import export, imaging
 from dlss_dist.cli import evaluate as eval_cli
 from dlss_dist.cli import export as export_cli
 from dlss_dist.cli import upscale as upscale_cli
+from dlss_dist.models import generators
 
 
 @pytest.fixture
@@ -94,6 +95,8 @@ def test_a_failed_video_is_reported_once(savedmodel, photos, tmp_path, console):
 def test_sizes_are_width_by_height():
     with pytest.raises(ValueError, match="HR size 10x6 is not divisible"):
         imaging.degrade_bicubic(np.zeros((6, 10, 3), np.uint8), 4)
+    with pytest.raises(ValueError, match=r"`output_dimensions` 256x128 \(W x H\) must be"):
+        generators.dcgan_ratio(input_dimensions=(64, 64), output_dimensions=(128, 256))
     with pytest.raises(ValueError, match=r"^12x8 = 96 pixels is over"):
         imaging.decode_image(imaging.encode_png(np.zeros((8, 12, 3), np.uint8)), max_pixels=95)
 

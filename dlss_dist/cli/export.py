@@ -50,8 +50,8 @@ flags.DEFINE_integer(
 flags.DEFINE_integer(
     "max_input_pixels",
     None,
-    "Largest input H*W the SavedModel accepts (default: the source export's, else what the "
-    "training run recorded in its model directory).",
+    "Largest input W*H in pixels the SavedModel accepts (default: the source export's, else "
+    "what the training run recorded in its model directory).",
     lower_bound=1,
 )
 flags.DEFINE_list(

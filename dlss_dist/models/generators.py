@@ -92,21 +92,21 @@ def dcgan_ratio(
     out_h, out_w = _dimensions("output_dimensions", output_dimensions)
     if out_h % in_h or out_w % in_w or out_h // in_h != out_w // in_w:
         raise ValueError(
-            f"`output_dimensions` {out_h}x{out_w} must be the same integer multiple of "
-            f"`input_dimensions` {in_h}x{in_w} in height and width."
+            f"`output_dimensions` {out_w}x{out_h} (W x H) must be the same integer multiple of "
+            f"`input_dimensions` {in_w}x{in_h} in width and height."
         )
     ratio = out_h // in_h
     if ratio < 2 or ratio & (ratio - 1):
         raise ValueError(
             f"`output_dimensions` / `input_dimensions` = {ratio} must be a power of 2 "
-            f"(2, 4, 8, ...): the generator upsamples in ×2 stages ({in_h}x{in_w} -> "
-            f"{out_h}x{out_w})."
+            f"(2, 4, 8, ...): the generator upsamples in ×2 stages ({in_w}x{in_h} -> "
+            f"{out_w}x{out_h}, W x H)."
         )
     if super_sampling_ratio is not None and super_sampling_ratio != ratio:
         raise ValueError(
             f"`super_sampling_ratio`={super_sampling_ratio!r} disagrees with "
-            f"`output_dimensions` / `input_dimensions` = {ratio} ({in_h}x{in_w} -> "
-            f"{out_h}x{out_w})."
+            f"`output_dimensions` / `input_dimensions` = {ratio} ({in_w}x{in_h} -> "
+            f"{out_w}x{out_h}, W x H)."
         )
     return ratio
 
