@@ -25,7 +25,7 @@ Variants:
   `Model.compile(jit_compile=True)`); a model XLA cannot compile is reported, not hidden.
 
 The dataset is made with the Beam job from scikit-image's bundled photographs (no download)
-unless `--data_dir` names an existing one.
+unless `--data` names an existing one (`--data_dir` is its old name).
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ flags.DEFINE_integer("discriminator_stages", 3, "srgan_discriminator num_stages.
 flags.DEFINE_integer("discriminator_dense", 256, "srgan_discriminator dense_units.")
 flags.DEFINE_enum("strategy", "one_device", ["one_device", "mirrored"], "Our step's strategy.")
 flags.DEFINE_bool("jit", True, "Also measure the XLA (jit_compile=True) variants.")
-flags.DEFINE_string("data_dir", None, "An existing dlss dataset (default: make one).")
+flags.DEFINE_string("data", None, "An existing dlss dataset (default: make one).")
+flags.DEFINE_alias("data_dir", "data")  # the old name, as dlss-train's
 flags.DEFINE_integer("seed", 0, "Weight initialisation seed (identical for every variant).")
 flags.DEFINE_multi_string(
     "config",
@@ -286,7 +287,7 @@ def run_benchmark(workdir: str) -> dict:
 
     from dlss_dist.data import pipeline
 
-    data_dir = FLAGS.data_dir or make_dataset(workdir)
+    data_dir = FLAGS.data or make_dataset(workdir)
     record_input_fn = pipeline.make_input_fn(
         data_dir,
         global_batch_size=FLAGS.batch_size,
@@ -388,7 +389,7 @@ def run_benchmark(workdir: str) -> dict:
             "rounds": FLAGS.rounds,
             "losses": f"mse x {PIXEL_WEIGHT} + bce x {ADVERSARIAL_WEIGHT}; D: bce real + bce fake",
             "optimizers": f"Adam(learning_rate={LEARNING_RATE}, beta_1={BETA_1}) for G and D",
-            "data_dir": data_dir if FLAGS.data_dir else "made from scikit-image photographs",
+            "data_dir": data_dir if FLAGS.data else "made from scikit-image photographs",
         },
         "machine": {
             "cpus": os.cpu_count(),
