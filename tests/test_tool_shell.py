@@ -98,7 +98,9 @@ def test_preprocess_flags_are_built_from_the_typed_options():
         flag = FLAGS[field.name]
         default = None if field.default is dataclasses.MISSING else field.default
         assert flag.default == default, field.name
-        assert field.metadata["help"] in flag.help or flag.help in field.metadata["help"]
+        if FLAGS.find_module_defining_flag(field.name) == preprocess_cli.__name__:
+            # (a flag several tools share has the help of the first tool imported)
+            assert flag.help.endswith(field.metadata["help"]), field.name
     assert sorted(FLAGS["source"].parser.enum_values) == sorted(SOURCE_FOLDERS)
     for folders in SOURCE_FOLDERS.values():
         for name in folders:
