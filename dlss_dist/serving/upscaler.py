@@ -9,11 +9,11 @@ what every runtime shares: input checks, the pixel limit, and tiling.
 Tiling by a memory budget: ``max_memory`` is the peak resident memory (RSS) the process should
 stay under. Each image is upscaled in tiles no larger than what ``max_memory`` minus the RSS
 when the `Upscaler` was made (the runtime and the model, with whatever the process held then)
-minus the output array allows, and never larger than `MAX_AUTO_TILE` (bigger tiles were slower
-per pixel on CPU). Memory the process takes afterwards is not the model's to budget: other
-networks loaded beside it (``dlss-eval``'s LPIPS and DISTS grew the process to 6 GB) would
-otherwise leave no room and shrink every tile to the 64-pixel minimum, 4x the pixels computed
-for the same result; the runtime's own pools, grown by earlier tiles, are reused by the next.
+minus the input and output arrays allows, and never larger than `MAX_AUTO_TILE`. Memory the
+process takes afterwards is not the model's to budget: other networks loaded beside it
+(``dlss-eval``'s LPIPS and DISTS grew the process to 6 GB) would otherwise leave no room and
+shrink every tile to the 64-pixel minimum, 4x the pixels computed for the same result; the
+runtime's own pools, grown by earlier tiles, are reused by the next.
 
 The cost per input pixel is first taken from a conservative estimate
 (`FALLBACK_BYTES_PER_OUTPUT_PIXEL` x scale^2); only when that does not fit is it measured,
@@ -215,9 +215,10 @@ class Upscaler:
         largest = MAX_AUTO_TILE
         if self.max_input_pixels is not None:
             largest = min(largest, math.isqrt(self.max_input_pixels))
-        output_bytes = height * width * self.scale**2 * 3
+        # The output array, and the input, which arrived after the model was loaded.
+        array_bytes = height * width * (self.scale**2 + 1) * 3
         resident = self.resident_at_load
-        available = max(self.max_memory - resident - output_bytes, 0)
+        available = max(self.max_memory - resident - array_bytes, 0)
         wanted = min(height, largest) * min(width, largest)
         # The conservative estimate first: when even it fits, nothing needs measuring.
         per_pixel = self._bytes_per_pixel or self.fallback_bytes_per_pixel()
@@ -227,12 +228,12 @@ class Upscaler:
         minimum = max(tiling.MIN_TILE, 4 * overlap)
         if fits < minimum:
             logging.warning(
-                "%dx%d (WxH) upscaled x%d needs about %s for its output, on top of %s for the "
-                "model: over --max_memory=%s; using %d-pixel tiles anyway",
+                "%dx%d (WxH) upscaled x%d needs about %s for its input and output, on top of %s "
+                "for the model: over --max_memory=%s; using %d-pixel tiles anyway",
                 width,
                 height,
                 self.scale,
-                memory.format_bytes(output_bytes),
+                memory.format_bytes(array_bytes),
                 memory.format_bytes(resident),
                 memory.format_bytes(self.max_memory),
                 minimum,
