@@ -187,7 +187,7 @@ MEMORY_SCRIPT = textwrap.dedent(
     gif = tf.constant(image_bombs.gif_bomb(2000, 2000, 100))  # 390 KB: 100 frames at the limit
     growth, before = {}, peak_mb()
     if sys.argv[2] == "plain":
-        plain(gif)
+        growth["gif_plain_shape"] = plain(gif).numpy().tolist()
         growth["gif_plain"] = peak_mb() - before
     else:
         try:
@@ -225,5 +225,8 @@ def test_peak_memory_of_the_bombs_is_bounded():
     # The bounded decode stays near one frame (16 MB) and refuses the PNG unread...
     assert growth["png_bounded"] < 50, growth
     assert growth["gif_bounded"] < 50, growth
-    # ...while decoding all 100 frames (the fixture is a real bomb) costs ~400 MB.
-    assert measure("plain")["gif_plain"] > 150
+    # ...while an unbounded decode makes all 100 frames, 1.2 GB (the fixture is a real bomb).
+    # Its peak-RSS growth read ~1590 MB alone but once 7.6 MB inside a loaded full-suite run,
+    # so the decoded shape, not RSS, is what proves the point.
+    plain = measure("plain")
+    assert plain["gif_plain_shape"] == [100, 2000, 2000, 3], plain
