@@ -3,6 +3,7 @@ staging paths, and no TensorFlow C++ start-up lines. In-process unless marked sl
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -18,6 +19,7 @@ from dlss_dist.cli import evaluate as eval_cli
 from dlss_dist.cli import export as export_cli
 from dlss_dist.cli import upscale as upscale_cli
 from dlss_dist.models import generators
+from dlss_dist.training import exporter as exporter_lib
 
 
 @pytest.fixture
@@ -81,6 +83,17 @@ def test_export_names_each_written_format_once_and_no_staging_folder(tmp_path, c
         f"{tmp_path / 'serving' / '5'} (SavedModel)"
     ], text
     assert ".tmp-" not in text
+
+
+def test_a_training_export_is_named_once(tmp_path, caplog):
+    """The exporter writes it; the validation action's one line says where (issue 18: the
+    training log named each export twice)."""
+    exporter = exporter_lib.BestExporter(
+        export_root=str(tmp_path / "export"), scale=2, keep=1, max_input_pixels=1024
+    )
+    with caplog.at_level(logging.INFO):
+        final = exporter.maybe_export(tiny_generator(), step=10, psnr=20.0)
+    assert final and not [r for r in caplog.records if final in r.getMessage()]
 
 
 def test_a_failed_video_is_reported_once(savedmodel, photos, tmp_path, console):

@@ -100,5 +100,6 @@ class BestExporter:
             logging.info("Removing export %s (PSNR %.3f dB)", old["path"], old["psnr"])
             if tf.io.gfile.exists(old["path"]):
                 tf.io.gfile.rmtree(old["path"])
-        logging.info("Exported step %d (PSNR %.3f dB) to %s", step, psnr, final)
+        # Internals (-v 1): the caller's "Step N: validation PSNR ..., exported <path>." says it.
+        logging.debug("Exported step %d (PSNR %.3f dB) to %s", step, psnr, final)
         return final
