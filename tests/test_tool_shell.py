@@ -252,6 +252,13 @@ def test_old_and_new_name_together_is_a_usage_error(monkeypatch, capsys):
     assert "--data_dir is the old name of --data: give --data only" in line
 
 
+@pytest.mark.parametrize("tool", list(TOOLS))
+def test_help_lists_debug_and_verbosity(tool, capsys):
+    assert run_tool(TOOLS[tool], ["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--[no]debug:" in out and "--verbosity:" in out and "--helpfull" in out
+
+
 def test_help_names_the_old_flags(capsys):
     assert run_tool(TOOLS["dlss-export"], ["--help"]) == 0
     out = capsys.readouterr().out

@@ -294,6 +294,7 @@ def run_tool(
     """
     key_module = sys.argv[0] if module_name == "__main__" else module_name
     FLAGS.register_key_flag_for_module(key_module, FLAGS["debug"])
+    FLAGS.register_key_flag_for_module(key_module, FLAGS["verbosity"])  # --verbosity=1: internals
     renamed = dict(renamed or {})
 
     def guarded_main(argv: Sequence[str]) -> object:
