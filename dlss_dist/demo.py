@@ -294,9 +294,10 @@ def verdict(summary: dict) -> str:
     )
 
 
-def explained_table(summary: dict) -> str:
+def explained_table(summary: dict, *, picture: str = "the comparison picture in the report") -> str:
     """The evaluation as ONE table a newcomer can read: what each row is, what PSNR and SSIM
-    measure, and what the numbers say (`verdict`). Markdown, for the console and report.md."""
+    measure, and what the numbers say (`verdict`). Markdown, for the console and report.md;
+    `picture` names where the comparison picture is."""
     lines = [
         f"How closely each method restores the {summary['num_images']} held-out photographs "
         f"from copies {summary['scale']}x smaller (higher is better in both columns):",
@@ -318,8 +319,7 @@ def explained_table(summary: dict) -> str:
         "SSIM (structural similarity) compares local brightness, contrast and structure, "
         "as the eye does: 1 is identical.",
         verdict(summary),
-        "Both reward faithfulness, not sharpness: look at the comparison picture in the report "
-        "too.",
+        f"Both reward faithfulness, not sharpness: look at {picture} too.",
     ]
     return "\n".join(lines)
 
@@ -339,7 +339,7 @@ def write_report(output_dir: str, summary: dict, timings: dict[str, float], step
         f"`{os.path.relpath(summary['model'], output_dir)}`, the kept export with the best "
         "validation PSNR.",
         "",
-        explained_table(summary),
+        explained_table(summary, picture="the comparison picture below"),
         "",
         "Every metric (RGB, and Y: the luma channel, as super-resolution papers report):",
         "",
@@ -482,8 +482,8 @@ def _run_stages(
     best = exports[0] if exports else None
     _tell_stage(
         4,
-        "Kept exports (SavedModels that TF Serving and dlss-upscale run; dlss-export adds "
-        "ONNX and TFLite): "
+        "Kept exports (SavedModels that TF Serving and dlss-upscale run; dlss-export "
+        "converts them to ONNX and TFLite with the `export` extra): "
         + (
             ", ".join(f"step {e['step']} ({e['psnr']:.2f} dB)" for e in exports)
             + f" in {trained.export_root}."

@@ -58,5 +58,5 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "| model | the network trained above |" in result.stdout
     assert "PSNR (peak signal-to-noise ratio)" in result.stdout and "SSIM (struct" in result.stdout
     assert demo.verdict(summary) in result.stdout
-    assert demo.explained_table(summary) in report
+    assert demo.explained_table(summary, picture="the comparison picture below") in report
     # (A second run's refusal to mix its outputs with these: tests/test_demo_outputs.py.)

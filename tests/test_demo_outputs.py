@@ -221,5 +221,5 @@ def test_the_report_leads_with_the_explained_table(tmp_path):
     path = demo.write_report(str(tmp_path), summary, {"evaluation": 1.0}, 6)
     with open(path) as f:
         report = f.read()
-    assert demo.explained_table(summary) in report
+    assert demo.explained_table(summary, picture="the comparison picture below") in report
     assert report.index("| what it is |") < report.index("| PSNR Y (dB) |")  # every metric after
