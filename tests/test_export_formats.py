@@ -102,6 +102,7 @@ def test_onnx_model_declares_its_convention(export_dir):
     assert props["dlss_dist.scale"] == str(SCALE)
 
 
+@pytest.mark.slow
 def test_onnx_nchw_layout_is_the_transposed_nhwc(generator, savedmodel, tmp_path):
     path = onnx_model.export_onnx(
         generator, str(tmp_path / "nchw.onnx"), scale=SCALE, layout="nchw"
@@ -133,6 +134,7 @@ def test_tflite_matches_the_savedmodel_at_any_size(export_dir, savedmodel, varia
         assert_parity(actual, reference(savedmodel, images), max_levels=max_levels), name
 
 
+@pytest.mark.slow
 def test_the_direct_pixel_shuffle_tail_converts_exactly(tmp_path):
     """One x4 depth-to-space instead of two x2 ones: ONNX and TFLite keep its channel order."""
     generator = random_generator(upsampler="pixelshuffledirect")

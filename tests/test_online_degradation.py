@@ -89,6 +89,7 @@ def test_deterministic_and_resume_is_exact(train_dataset):
     assert not np.array_equal(straight[0][0], other[0][0])
 
 
+@pytest.mark.slow
 def test_one_replica_equals_two_replicas(train_dataset):
     # Two replicas of one pipeline take consecutive per-replica batches of the same stream.
     one = _batches(_input_fn(train_dataset), 3)

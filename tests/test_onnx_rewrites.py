@@ -130,7 +130,12 @@ def test_a_wide_conv_after_a_shuffle_is_not_folded():
 
 @pytest.mark.parametrize(
     ("activation", "upsampler"),
-    [("prelu", "pixelshuffle"), ("relu", "pixelshuffle"), ("prelu", "nearest_conv")],
+    [
+        ("prelu", "pixelshuffle"),
+        # The other two convert a generator each (~3 s): the full suite's.
+        pytest.param("relu", "pixelshuffle", marks=pytest.mark.slow),
+        pytest.param("prelu", "nearest_conv", marks=pytest.mark.slow),
+    ],
 )
 def test_an_exported_generator_is_rewritten_and_computes_the_same(activation, upsampler, tmp_path):
     """A real export: with the rewrites no Neg is left, the RGB conv of the pixel-shuffle

@@ -96,6 +96,7 @@ def test_multi_process_workers_run_our_worker_module(monkeypatch):
     assert job._BEAM_WORKER_COMMAND.encode() not in seen
 
 
+@pytest.mark.slow
 def test_the_story_says_how_many_workers_and_why(tmp_path, sample_photos, monkeypatch):
     """Over the threshold (lowered here) the job runs one worker process per core by itself,
     says so, and writes what one worker writes."""

@@ -411,6 +411,7 @@ def test_init_generator_from_a_missing_run_is_refused_before_anything_is_written
     assert not (tmp_path / "model").exists()
 
 
+@pytest.mark.slow
 def test_export_and_evaluation_use_what_training_recorded_not_a_later_gin_binding(
     train_dataset, tmp_path, clean_gin
 ):
@@ -446,6 +447,7 @@ def test_export_and_evaluation_use_what_training_recorded_not_a_later_gin_bindin
     assert (runtime.scale, runtime.max_input_pixels) == (2, 5000)
 
 
+@pytest.mark.slow
 def test_online_degradation_is_decided_once_and_recorded(train_dataset, tmp_path, clean_gin):
     config.parse_config(
         [th.TINY_GIN],
