@@ -17,7 +17,8 @@ from training_helpers import REPO, run_cli, train_command, train_env
 from dlss_dist import export
 from dlss_dist.models.generators import srresnet_generator
 
-# Every test here runs a tool in a fresh process (each pays a TensorFlow import).
+# Most tests here run a tool in a fresh process (each pays a TensorFlow import); --help and
+# the command-line errors run the tool's console script in this process (`run_in_process`).
 pytestmark = pytest.mark.slow
 
 # tool -> (module, its own flags, a default --help must show)
@@ -49,6 +50,50 @@ TOOLS = {
 }
 
 
+def run_in_process(module: str, *args: str) -> subprocess.CompletedProcess:
+    """``dlss_dist.cli.<module>``'s console script run in this process with `args`: its exit
+    status and what it printed, as `run_cli` returns them (no TensorFlow import to pay)."""
+    import importlib
+
+    import gin
+
+    capture = _CAPSYS.get()
+    capture.readouterr()
+    try:
+        with pytest.raises(SystemExit) as info:
+            importlib.import_module(f"dlss_dist.cli.{module}").run(list(args))
+    finally:
+        gin.clear_config()  # a config parsed before the error must not reach other tests
+    printed = capture.readouterr()
+    code = info.value.code or 0
+    return subprocess.CompletedProcess(args, code, printed.out, printed.err)
+
+
+class _CapsysHolder:
+    """The running test's capsys, for `run_in_process` (set by the `in_process` fixture)."""
+
+    def __init__(self):
+        self.value = None
+
+    def get(self):
+        assert self.value is not None, "use the in_process fixture"
+        return self.value
+
+
+_CAPSYS = _CapsysHolder()
+
+
+@pytest.fixture
+def in_process(capsys):
+    from absl import flags
+
+    _CAPSYS.value = capsys
+    yield run_in_process
+    _CAPSYS.value = None
+    if flags.FLAGS.is_parsed():  # e.g. --verbosity=1 must not outlive the test
+        flags.FLAGS.unparse_flags()
+
+
 def error_line(result: subprocess.CompletedProcess, tool: str) -> str:
     """The one stderr line a user error must produce (and no traceback)."""
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
@@ -58,9 +103,9 @@ def error_line(result: subprocess.CompletedProcess, tool: str) -> str:
 
 
 @pytest.mark.parametrize("tool", list(TOOLS))
-def test_help_lists_the_tools_own_flags(tool):
+def test_help_lists_the_tools_own_flags(tool, in_process):
     module, own_flags, default = TOOLS[tool]
-    result = run_cli(module, "--help", timeout=120)
+    result = in_process(module, "--help")
     assert result.returncode == 0, result.stderr[-2000:]
     for flag in own_flags + ["debug"]:
         assert f"--{flag}:" in result.stdout or f"--[no]{flag}:" in result.stdout, flag
@@ -68,7 +113,7 @@ def test_help_lists_the_tools_own_flags(tool):
         assert default in result.stdout
     assert "--helpfull" in result.stdout
     assert "logtostderr" not in result.stdout  # absl's own flags stay in --helpfull
-    full = run_cli(module, "--helpfull", timeout=120)
+    full = in_process(module, "--helpfull")
     assert full.returncode == 0
     assert "logtostderr" in full.stdout and f"--{own_flags[0]}" in full.stdout
 
@@ -117,16 +162,16 @@ def test_every_tool_imports_into_one_process_and_keeps_its_flags():
         ),
     ],
 )
-def test_train_user_errors_are_one_line(args, exit_code, message):
-    result = run_cli("train", *args)
+def test_train_user_errors_are_one_line(args, exit_code, message, in_process):
+    result = in_process("train", *args)
     assert result.returncode == exit_code, result.stderr[-3000:]
     assert message in error_line(result, "dlss-train")
 
 
-def test_debug_shows_the_traceback():
+def test_debug_shows_the_traceback(in_process):
     args = ["--model_dir=m", "--data=d", "--gin_file=nope.gin"]
     for flag in ("--debug", "--verbosity=1"):
-        result = run_cli("train", *args, flag)
+        result = in_process("train", *args, flag)
         assert result.returncode == 1
         assert "Traceback" in result.stderr and "dlss-train: error: gin file" in result.stderr
 

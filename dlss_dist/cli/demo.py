@@ -1,6 +1,9 @@
 r"""Runs the whole pipeline on bundled sample photographs (what `make demo` runs).
 
 dlss-demo --output_dir=demo_output [--overwrite] [--gin_param='train_loop.total_steps = 50']
+
+Trains demo.gin unless --gin_file names other configs. Tells the run in six stages (photos,
+preprocessing, training, export, evaluation, report) and ends with one explained table.
 """
 
 from __future__ import annotations
