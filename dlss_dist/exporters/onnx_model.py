@@ -11,6 +11,9 @@ Why tf2onnx, called directly: it is the converter Keras 3's own ``model.export(f
 uses for the TensorFlow backend, it installs beside TF 2.21 (no protobuf pin since 1.17), and
 called on our `UpscaleGraph` it keeps the uint8 convention of the SavedModel's ``upscale``
 signature, where Keras's export would give float32 in the model's [-1, 1] range.
+
+The converted graph is then rewritten for ONNX Runtime's CPU layout (`onnx_rewrites`: PReLU and
+the last pixel shuffle; the same function, about 0.85x the CPU time).
 """
 
 from __future__ import annotations
