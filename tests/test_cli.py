@@ -17,8 +17,9 @@ from training_helpers import REPO, run_cli, train_command, train_env
 from dlss_dist import export
 from dlss_dist.models.generators import srresnet_generator
 
-# Most tests here run a tool in a fresh process (each pays a TensorFlow import); --help and
-# the command-line errors run the tool's console script in this process (`run_in_process`).
+# Most tests run the tool's console script in this process (`in_process`: no TensorFlow
+# start-up to pay); those that train or need a process of their own run it as a subprocess.
+# The module stays in the slow lane (its model fixture and the subprocesses).
 pytestmark = pytest.mark.slow
 
 # tool -> (module, its own flags, a default --help must show)
@@ -244,17 +245,19 @@ def contents(folder: str) -> dict[str, bytes]:
     return {name: open(os.path.join(folder, name), "rb").read() for name in os.listdir(folder)}
 
 
-def test_upscale_refuses_to_overwrite_its_inputs(model, photos, tmp_path):
+def test_upscale_refuses_to_overwrite_its_inputs(model, photos, tmp_path, in_process):
     before = contents(photos)
-    same_folder = run_cli("upscale", f"--model={model}", f"--input={photos}", f"--output={photos}")
+    same_folder = in_process(
+        "upscale", f"--model={model}", f"--input={photos}", f"--output={photos}"
+    )
     assert same_folder.returncode == 1
     assert "is the input folder" in error_line(same_folder, "dlss-upscale")
-    one_file = run_cli(
+    one_file = in_process(
         "upscale", f"--model={model}", f"--input={photos}/a.png", f"--output={photos}"
     )
     assert one_file.returncode == 1
     assert "would overwrite the input" in error_line(one_file, "dlss-upscale")
-    gif = run_cli(
+    gif = in_process(
         "upscale",
         f"--model={model}",
         f"--input={photos}/a.png",
@@ -265,10 +268,10 @@ def test_upscale_refuses_to_overwrite_its_inputs(model, photos, tmp_path):
     assert contents(photos) == before
 
 
-def test_upscale_output_that_is_a_file_and_bad_tiles(model, photos, tmp_path):
+def test_upscale_output_that_is_a_file_and_bad_tiles(model, photos, tmp_path, in_process):
     output = tmp_path / "out.png"
     output.write_text("mine")
-    result = run_cli("upscale", f"--model={model}", f"--input={photos}", f"--output={output}")
+    result = in_process("upscale", f"--model={model}", f"--input={photos}", f"--output={output}")
     assert result.returncode == 1
     assert "is a file, not a folder" in error_line(result, "dlss-upscale")
     assert output.read_text() == "mine"
@@ -276,15 +279,17 @@ def test_upscale_output_that_is_a_file_and_bad_tiles(model, photos, tmp_path):
         (["--tile=1", "--tile_overlap=0"], "--tile=1 is under 16 pixels"),
         (["--tile=34"], "keeps a centre of 2 pixels"),
     ]:
-        result = run_cli("upscale", f"--model={model}", f"--input={photos}", "--output=o", *tiling)
+        result = in_process(
+            "upscale", f"--model={model}", f"--input={photos}", "--output=o", *tiling
+        )
         assert result.returncode == 2
         assert message in error_line(result, "dlss-upscale")
 
 
-def test_non_utf8_names_are_reported_not_fatal(model, photos, tmp_path):
+def test_non_utf8_names_are_reported_not_fatal(model, photos, tmp_path, in_process):
     os.rename(os.path.join(photos, "b.png"), os.path.join(os.fsencode(photos), b"caf\xe9.png"))
     out = tmp_path / "out"
-    result = run_cli("upscale", f"--model={model}", f"--input={photos}", f"--output={out}")
+    result = in_process("upscale", f"--model={model}", f"--input={photos}", f"--output={out}")
     assert result.returncode == 1, result.stderr[-3000:]
     assert sorted(os.listdir(out)) == ["a.png", "failures.json"]
     failures = json.loads((out / "failures.json").read_text())
@@ -294,7 +299,7 @@ def test_non_utf8_names_are_reported_not_fatal(model, photos, tmp_path):
     assert "caf\\xe9.png" in result.stdout
 
     evaluation = tmp_path / "eval"
-    result = run_cli(
+    result = in_process(
         "evaluate", f"--model={model}", f"--data={photos}", f"--output_dir={evaluation}"
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -303,20 +308,22 @@ def test_non_utf8_names_are_reported_not_fatal(model, photos, tmp_path):
     assert [s["reason"] for s in summary["skipped"]] == ["non_utf8_name"]
 
 
-def test_eval_output_that_is_a_file_and_missing_data(model, photos, tmp_path):
+def test_eval_output_that_is_a_file_and_missing_data(model, photos, tmp_path, in_process):
     output = tmp_path / "metrics"
     output.write_text("mine")
-    result = run_cli("evaluate", f"--model={model}", f"--data={photos}", f"--output_dir={output}")
+    result = in_process(
+        "evaluate", f"--model={model}", f"--data={photos}", f"--output_dir={output}"
+    )
     assert result.returncode == 1
     assert "is a file, not a folder" in error_line(result, "dlss-eval")
-    result = run_cli(
+    result = in_process(
         "evaluate", f"--model={model}", f"--data={tmp_path / 'nothing'}", "--output_dir=e"
     )
     assert result.returncode == 1
     assert "does not exist" in error_line(result, "dlss-eval")
 
 
-def test_export_model_dir_and_export_dir_errors(tmp_path):
+def test_export_model_dir_and_export_dir_errors(tmp_path, in_process):
     a_file = tmp_path / "file"
     a_file.write_text("mine")
     for args, message in [
@@ -324,7 +331,7 @@ def test_export_model_dir_and_export_dir_errors(tmp_path):
         ([f"--model={tmp_path / 'nothing'}", "--export_dir=x"], "is not a file, a folder"),
         ([f"--model={tmp_path}", f"--export_dir={a_file}"], f"--export_dir={a_file} is a"),
     ]:
-        result = run_cli("export", *args)
+        result = in_process("export", *args)
         assert result.returncode == 1
         assert message in error_line(result, "dlss-export")
     assert a_file.read_text() == "mine"
