@@ -186,6 +186,7 @@ def test_the_shipped_onnx_files_are_rewritten_and_match_their_savedmodel(name):
     assert np.mean(actual != expected) < 0.01
 
 
+@pytest.mark.slow  # four 160-pixel calls of the starter model: several seconds
 def test_onnx_runtime_gives_back_its_arena_when_the_shape_changes():
     """ONNX Runtime's CPU arena kept every chunk: back at a shape after another one, a call
     grew the process again by most of its working memory (0.9 GB at 255-pixel tiles), past
