@@ -188,9 +188,9 @@ def test_the_shipped_onnx_files_are_rewritten_and_match_their_savedmodel(name):
 
 @pytest.mark.slow  # four 160-pixel calls of the starter model: several seconds
 def test_onnx_runtime_gives_back_its_arena_when_the_shape_changes():
-    """ONNX Runtime's CPU arena kept every chunk: back at a shape after another one, a call
-    grew the process again by most of its working memory (0.9 GB at 255-pixel tiles), past
-    the budget the tiles were sized for. Now each new shape starts from a released arena."""
+    """With ONNX Runtime's memory pattern on, a call back at a shape after another one grew the
+    process again by most of its working memory (0.9 GB at 255-pixel tiles), past the budget
+    the tiles were sized for. Without it the arena's chunks are reused."""
     from dlss_dist.serving import memory
 
     runtime = OnnxRuntime(os.path.join(serving.locate("realworld_x4").path, "model.onnx"))

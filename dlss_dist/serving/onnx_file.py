@@ -46,7 +46,9 @@ def session_options(threads: int = 0, *, spinning: bool = False):
     # The memory pattern (planned from the first run at a shape) is allocated as one more
     # block beside the arena's chunks from that first run: the second call at a shape grew
     # the process by another 0.7 GB (starter model, 215-pixel tile: 1.5 GB resident instead
-    # of 0.8 GB), at no measurable gain in speed here.
+    # of 0.8 GB), and a call back at a shape after another one by 0.9 GB again, breaking the
+    # memory budget the tiles are sized for; without it the arena's chunks are reused
+    # across shapes, at no measurable cost in speed here.
     options.enable_mem_pattern = False
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -96,15 +98,6 @@ class OnnxRuntime:
             )
         self.scale = int(metadata[ONNX_SCALE_KEY])
         self.layout = metadata.get(ONNX_LAYOUT_KEY, "nhwc")
-        # ONNX Runtime's CPU arena keeps every chunk it ever grew. Calls of one shape reuse
-        # them (fast: no fresh pages); after a call of another shape a same-sized call grew
-        # the process by another 0.9 GB (starter model, 255-pixel tiles: 2.0 GB resident for
-        # 1.1 GB of work), so the memory budget would be broken by the probe calls and by
-        # every image whose tiles have a new shape. A tiny run that shrinks the arena at its
-        # end releases the free chunks before a new shape.
-        self._last_shape = None
-        self._release = onnxruntime.RunOptions()
-        self._release.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     def upscale_batch(self, images: np.ndarray) -> np.ndarray:
         """uint8 [N, H, W, 3] -> uint8 [N, sH, sW, 3] in one call (no tiling)."""
@@ -112,18 +105,7 @@ class OnnxRuntime:
         if self.layout == "nchw":
             images = images.transpose(0, 3, 1, 2)
         try:
-            if images.shape != self._last_shape:
-                self._release_arena(images)
             (output,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(images)})
         except Exception as error:  # onnxruntime's InvalidArgument/Fail are not public API
             raise ModelError(f"ONNX Runtime refused the input: {error}") from None
-        self._last_shape = images.shape
         return output.transpose(0, 2, 3, 1) if self.layout == "nchw" else output
-
-    def _release_arena(self, images: np.ndarray) -> None:
-        """Runs a 4x4 crop of `images` with arena shrinkage: the chunks the previous shape
-        left free go back to the system before the new shape allocates its own."""
-        if self._last_shape is None:
-            return
-        tiny = images[:1, :, :4, :4] if self.layout == "nchw" else images[:1, :4, :4]
-        self._session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(tiny)}, self._release)
