@@ -194,6 +194,7 @@ def test_memory_sizes_parse_and_bad_ones_are_named():
     assert tiling.balanced_tile(200, 256, 16) == 200
 
 
+@pytest.mark.slow
 def test_dlss_upscale_runs_an_onnx_export_without_tensorflow(training_dir, photo, tmp_path):
     Image.fromarray(photo).save(tmp_path / "photo.png")
     onnx_file = os.path.join(training_dir, "export", "9", "model.onnx")
@@ -212,6 +213,7 @@ def test_dlss_upscale_runs_an_onnx_export_without_tensorflow(training_dir, photo
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "photo.png")), reference)
 
 
+@pytest.mark.slow
 def test_the_starter_model_runs_by_name_without_tensorflow(photo, tmp_path):
     Image.fromarray(photo[:24, :32]).save(tmp_path / "small.png")
     result = run_without_tensorflow(
@@ -307,6 +309,7 @@ def test_a_savedmodel_in_a_model_dir_converts_with_the_runs_config(
         convert.source_generator(serving.locate(alone))
 
 
+@pytest.mark.slow
 def test_a_savedmodel_without_tensorflow_says_what_to_install(generator, photo, tmp_path):
     alone = export.export_generator(generator, str(tmp_path / "7"), scale=SCALE)
     Image.fromarray(photo).save(tmp_path / "photo.png")
@@ -322,6 +325,7 @@ def test_a_savedmodel_without_tensorflow_says_what_to_install(generator, photo, 
     assert len(lines) == 1 and "TensorFlow is not installed: pip install" in lines[0], lines
 
 
+@pytest.mark.slow
 def test_a_video_upscales_with_onnx_without_tensorflow(training_dir, tmp_path):
     """The inference-only install with the `video` extra: PyAV in, ONNX Runtime, PyAV out."""
     import av

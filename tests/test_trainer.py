@@ -124,6 +124,7 @@ def test_gan_step_updates_discriminator_then_generator():
     assert np.abs(_flat(trainer.discriminator) - d_before).max() > 0
 
 
+@pytest.mark.slow
 def test_train_runs_warmup_then_gan_steps_and_counts_them():
     # 3 steps from step 0 with warmup_steps=2: two pixel steps (D untouched), then one GAN step.
     trainer = _plain_trainer(warmup_steps=2, time_input=False)
