@@ -25,8 +25,8 @@ def test_demo_runs_end_to_end(tmp_path):
         "--gin_param=train_loop.total_steps = 6",
         "--gin_param=train_loop.warmup_steps = 3",
         "--gin_param=train_loop.steps_per_loop = 3",
-        "--gin_param=train_loop.export_every_steps = 3",
-        "--gin_param=train_loop.sample_every_steps = 3",
+        "--gin_param=train_loop.export_every_steps = 6",
+        "--gin_param=train_loop.sample_every_steps = 6",
     ]
     result = subprocess.run(
         command, env=train_env(), capture_output=True, text=True, timeout=600, cwd=REPO
