@@ -31,8 +31,11 @@ from absl import logging
 
 from dlss_dist.serving import memory, tiling
 
-# Largest automatic tile side: on a 2-core CPU a 256-pixel tile upscaled 2.3x faster per pixel
-# than a 512-pixel one (bench/serve.py --parts=memory; BENCHMARKS.md), whatever the budget.
+# Largest automatic tile side. Larger calls are not slower per pixel once their memory is
+# resident (the 2.3x once measured for 512- against 256-pixel tiles, one call per fresh
+# process, was first-touch page faults; BENCHMARKS.md), and larger tiles recompute less
+# overlap; but each call's first touch of its working memory is paid again whenever the
+# runtime has released it, and a 2 GB budget leaves room for ~250-300 pixels anyway.
 MAX_AUTO_TILE = 256
 PROBE_SIZE = 128
 WARM_UP_SIZE = 32
