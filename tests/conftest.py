@@ -84,6 +84,73 @@ def sample_photos(tmp_path_factory) -> str:
     return str(root)
 
 
+def _logging_state() -> tuple:
+    """What running a tool in-process changes in the logging setup (dlss_dist.console)."""
+    import logging
+
+    from absl import logging as absl_logging
+
+    root, handler = logging.getLogger(), absl_logging.get_absl_handler()
+    return (
+        root.level,
+        list(root.handlers),
+        logging.getLogger("absl").level,
+        handler.formatter,
+        list(handler.filters),
+        list(logging.getLogger("py.warnings").filters),
+        dict(os.environ),
+    )
+
+
+def _restore_logging_state(state: tuple) -> None:
+    import logging
+
+    from absl import logging as absl_logging
+
+    root_level, root_handlers, absl_level, formatter, filters, warning_filters, environ = state
+    root, handler = logging.getLogger(), absl_logging.get_absl_handler()
+    root.setLevel(root_level)
+    root.handlers[:] = root_handlers
+    logging.getLogger("absl").setLevel(absl_level)
+    handler.setFormatter(formatter)
+    handler.filters[:] = filters
+    logging.getLogger("py.warnings").filters[:] = warning_filters
+    logging.captureWarnings(False)
+    os.environ.clear()
+    os.environ.update(environ)
+
+
+@pytest.fixture
+def in_process(capsys):
+    """Runs a tool's console script in this process, as a subprocess run would, without a
+    TensorFlow start-up: ``in_process("verify", "--data=d")`` -> CompletedProcess (returncode,
+    stdout, stderr). `module`: a module of dlss_dist.cli, or a dotted module path with `run`.
+    Gin's config, the parsed flags and the logging setup are put back after each run."""
+    import importlib
+    import subprocess
+
+    import gin
+    from absl import flags
+
+    def run(module: str, *args: str) -> subprocess.CompletedProcess:
+        name = module if "." in module else f"dlss_dist.cli.{module}"
+        capsys.readouterr()
+        state = _logging_state()
+        try:
+            with pytest.raises(SystemExit) as info:
+                importlib.import_module(name).run(list(args))
+        finally:
+            gin.clear_config()
+            if flags.FLAGS.is_parsed():  # e.g. --verbosity=1 must not outlive the run
+                flags.FLAGS.unparse_flags()
+            _restore_logging_state(state)
+        printed = capsys.readouterr()
+        code = info.value.code
+        return subprocess.CompletedProcess([name, *args], code or 0, printed.out, printed.err)
+
+    return run
+
+
 @pytest.fixture
 def make_dataset(tmp_path):
     """Runs the Beam job in-process: ``make_dataset(*flags, input_dir=...)`` → output dir.

@@ -51,50 +51,6 @@ TOOLS = {
 }
 
 
-def run_in_process(module: str, *args: str) -> subprocess.CompletedProcess:
-    """``dlss_dist.cli.<module>``'s console script run in this process with `args`: its exit
-    status and what it printed, as `run_cli` returns them (no TensorFlow import to pay)."""
-    import importlib
-
-    import gin
-
-    capture = _CAPSYS.get()
-    capture.readouterr()
-    try:
-        with pytest.raises(SystemExit) as info:
-            importlib.import_module(f"dlss_dist.cli.{module}").run(list(args))
-    finally:
-        gin.clear_config()  # a config parsed before the error must not reach other tests
-    printed = capture.readouterr()
-    code = info.value.code or 0
-    return subprocess.CompletedProcess(args, code, printed.out, printed.err)
-
-
-class _CapsysHolder:
-    """The running test's capsys, for `run_in_process` (set by the `in_process` fixture)."""
-
-    def __init__(self):
-        self.value = None
-
-    def get(self):
-        assert self.value is not None, "use the in_process fixture"
-        return self.value
-
-
-_CAPSYS = _CapsysHolder()
-
-
-@pytest.fixture
-def in_process(capsys):
-    from absl import flags
-
-    _CAPSYS.value = capsys
-    yield run_in_process
-    _CAPSYS.value = None
-    if flags.FLAGS.is_parsed():  # e.g. --verbosity=1 must not outlive the test
-        flags.FLAGS.unparse_flags()
-
-
 def error_line(result: subprocess.CompletedProcess, tool: str) -> str:
     """The one stderr line a user error must produce (and no traceback)."""
     assert "Traceback" not in result.stderr, result.stderr[-3000:]

@@ -7,12 +7,11 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
 
 import gin
 import pytest
 import tensorflow as tf
-from training_helpers import REPO, train_command, train_env
+from training_helpers import train_command, train_env
 
 from dlss_dist import export
 from dlss_dist.data import pipeline, schema, verify
@@ -83,20 +82,16 @@ def test_every_kind_of_damage_is_listed(dataset):
     assert f"{stray}: not listed in manifest.json" in damage
 
 
-@pytest.mark.slow
-def test_verify_cli(dataset):
-    command = [sys.executable, "-m", "dlss_dist.cli.verify", f"--data={dataset}"]
-    whole = subprocess.run(command, env=train_env(), capture_output=True, text=True, cwd=REPO)
+def test_verify_cli(dataset, in_process):
+    whole = in_process("verify", f"--data={dataset}")
     assert whole.returncode == 0, whole.stderr[-2000:]
     assert "match manifest.json" in whole.stdout
     flip_a_byte(shards(dataset)[0])
-    damaged = subprocess.run(command, env=train_env(), capture_output=True, text=True, cwd=REPO)
+    damaged = in_process("verify", f"--data={dataset}")
     assert damaged.returncode == 1
     assert f"DAMAGED {shards(dataset)[0]}: corrupted record 1" in damaged.stdout
     assert damaged.stderr.strip().splitlines()[-1].startswith("dlss-verify: error: ")
-    as_json = subprocess.run(
-        command + ["--json"], env=train_env(), capture_output=True, text=True, cwd=REPO
-    )
+    as_json = in_process("verify", f"--data={dataset}", "--json")
     assert json.loads(as_json.stdout)["ok"] is False
 
 

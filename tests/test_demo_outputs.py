@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -117,23 +115,10 @@ def test_bad_settings_fail_before_anything_is_touched(tmp_path, monkeypatch, set
     assert snapshot(tmp_path) == before
 
 
-@pytest.mark.slow
-def test_cli_bad_setting_is_one_line_and_the_users_photos_survive(tmp_path):
+def test_cli_bad_setting_is_one_line_and_the_users_photos_survive(tmp_path, in_process):
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "holiday.jpg").write_text("a user's photo")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dlss_dist.cli.demo",
-            f"--output_dir={tmp_path}",
-            "--overwrite",
-        ],
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = in_process("demo", f"--output_dir={tmp_path}", "--overwrite")
     assert result.returncode == 1, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("dlss-demo: error: --overwrite refused: photos"), result.stderr

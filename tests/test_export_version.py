@@ -11,7 +11,6 @@ import os
 import pytest
 from test_export import tiny_generator, write_model_dir
 from test_files import fill_disk_after, small_tmpfs  # noqa: F401 (a fixture)
-from training_helpers import run_cli
 
 from dlss_dist import exporters, files
 from dlss_dist.cli import export as export_cli
@@ -76,9 +75,9 @@ def test_a_real_full_disk_leaves_no_version_folder(generator, small_tmpfs):  # n
 
 
 @pytest.mark.slow
-def test_a_bad_variant_is_refused_before_anything_is_written(tmp_path):
+def test_a_bad_variant_is_refused_before_anything_is_written(tmp_path, in_process):
     write_model_dir(tmp_path / "model", generator=tiny_generator(seed=4), step=5)
-    result = run_cli(
+    result = in_process(
         "export",
         f"--model={tmp_path / 'model'}",
         f"--export_dir={tmp_path / 'serving'}",
@@ -88,7 +87,7 @@ def test_a_bad_variant_is_refused_before_anything_is_written(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "--tflite_variants=int8: choose from float32, float16" in result.stderr
     assert not (tmp_path / "serving").exists()
-    result = run_cli(
+    result = in_process(
         "export",
         f"--model={tmp_path / 'model'}",
         f"--export_dir={tmp_path / 'serving'}",
@@ -99,10 +98,10 @@ def test_a_bad_variant_is_refused_before_anything_is_written(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_refuses_an_occupied_version_in_one_line(tmp_path):
+def test_cli_refuses_an_occupied_version_in_one_line(tmp_path, in_process):
     write_model_dir(tmp_path / "model", generator=tiny_generator(seed=4), step=5)
     other_models_export(tmp_path / "serving" / "5")
-    result = run_cli(
+    result = in_process(
         "export", f"--model={tmp_path / 'model'}", f"--export_dir={tmp_path / 'serving'}"
     )
     assert result.returncode == 1, result.stderr

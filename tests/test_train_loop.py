@@ -286,10 +286,16 @@ def test_train_cli_reports_a_bad_setting_in_one_line(tmp_path, train_dataset):
 
 
 @pytest.mark.slow
-def test_train_cli_refuses_an_unused_macro_in_one_line(tmp_path, train_dataset):
+def test_train_cli_refuses_an_unused_macro_in_one_line(tmp_path, train_dataset, in_process):
     # Issue 19 case 12 through the tool (the other gin checks: test_config.py): exit 1.
     model_dir = tmp_path / "model"
-    result = th.run_train(str(model_dir), train_dataset, "HR_SIZE = 64")
+    result = in_process(
+        "train",
+        f"--gin_file={th.TINY_GIN}",
+        f"--model_dir={model_dir}",
+        f"--data={train_dataset}",
+        "--gin_param=HR_SIZE = 64",
+    )
     message = "gin macro HR_SIZE is set (--gin_param: HR_SIZE = 64) but nothing uses it"
     assert result.returncode == 1, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
@@ -309,7 +315,7 @@ def test_train_cli_refuses_a_locked_model_dir(trained_model_dir, train_dataset):
 
 
 @pytest.mark.slow
-def test_dlss_eval_scores_an_untrained_generator_exactly_as_bicubic(tmp_path):
+def test_dlss_eval_scores_an_untrained_generator_exactly_as_bicubic(tmp_path, in_process):
     # The generator's skip and the evaluation baseline are one function, so an untrained
     # SRResNet (last conv zero) and the bicubic baseline agree to the last bit.
     from conftest import photo_crops, save_image
@@ -321,7 +327,7 @@ def test_dlss_eval_scores_an_untrained_generator_exactly_as_bicubic(tmp_path):
     model = export.export_generator(generator, str(tmp_path / "export" / "1"), scale=2)
     for i, crop in enumerate(photo_crops(3, 46, 38, seed=5)):
         save_image(tmp_path / "hr" / f"{i}.png", crop)
-    result = th.run_cli(
+    result = in_process(
         "evaluate",
         f"--model={model}",
         f"--data={tmp_path / 'hr'}",
@@ -351,11 +357,11 @@ def _train_with_a_pixel_limit(tmp_path, data_dir: str, limit: int) -> str:
 
 
 @pytest.mark.slow
-def test_dlss_export_uses_the_runs_max_input_pixels(train_dataset, tmp_path, clean_gin):
+def test_dlss_export_uses_the_runs_max_input_pixels(train_dataset, tmp_path, clean_gin, in_process):
     # One home for the limit: train_loop.max_input_pixels, read back from the run's
     # operative config by dlss-export (its flag only overrides).
     model_dir = _train_with_a_pixel_limit(tmp_path, train_dataset, 5000)
-    result = th.run_cli(
+    result = in_process(
         "export",
         f"--model={model_dir}",
         f"--export_dir={tmp_path / 'serving'}",
