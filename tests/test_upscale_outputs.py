@@ -18,7 +18,6 @@ import pytest
 from conftest import load_photo, save_image
 from PIL import Image
 from test_files import fill_disk_after, small_tmpfs  # noqa: F401 (a fixture)
-from training_helpers import run_cli
 
 from dlss_dist import files, imaging, upscale, video
 
@@ -41,16 +40,15 @@ def photo():
     return load_photo("astronaut")[100:140, 180:228]  # 40x48
 
 
-def run_upscale_cli(*args):
+def run_upscale_cli(in_process, *args):
     # The checks under test run after the model is found, before it is loaded.
-    return run_cli("upscale", "--model=realworld_x4", *args)
+    return in_process("upscale", "--model=realworld_x4", *args)
 
 
 # --- issue 19 case 1: a video upscaled into its own folder -------------------------------
 
 
-@pytest.mark.slow
-def test_a_video_into_its_own_folder_is_refused(tmp_path):
+def test_a_video_into_its_own_folder_is_refused(tmp_path, in_process):
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"the user's only copy")
     with pytest.raises(ValueError, match="would overwrite the input"):
@@ -59,7 +57,7 @@ def test_a_video_into_its_own_folder_is_refused(tmp_path):
         upscale.check_outputs(
             [str(clip)], str(tmp_path), options=upscale.OutputOptions(overwrite=True)
         )
-    result = run_upscale_cli(f"--input={clip}", f"--output={tmp_path}")
+    result = run_upscale_cli(in_process, f"--input={clip}", f"--output={tmp_path}")
     assert result.returncode == 1
     assert "would overwrite the input" in result.stderr, result.stderr
     assert clip.read_bytes() == b"the user's only copy"
@@ -79,8 +77,7 @@ def test_a_video_onto_an_existing_file_is_refused_unless_overwrite(tmp_path):
 # --- issue 19 case 2 / issue 18 item 3: files that are not among the inputs ----------------
 
 
-@pytest.mark.slow
-def test_an_existing_output_that_is_not_an_input_is_never_replaced(tmp_path, photo):
+def test_an_existing_output_that_is_not_an_input_is_never_replaced(tmp_path, photo, in_process):
     up1, up2 = tmp_path / "up1", tmp_path / "up2"
     up1.mkdir()
     up2.mkdir()
@@ -93,7 +90,9 @@ def test_an_existing_output_that_is_not_an_input_is_never_replaced(tmp_path, pho
     assert (up2 / "b.png").read_bytes() == b"the user's own b.png"
     assert sorted(os.listdir(up2)) == ["a.jpg", "b.png"]  # nothing written at all
 
-    result = run_upscale_cli(f"--input={inputs[0]}", f"--input={inputs[1]}", f"--output={up2}")
+    result = run_upscale_cli(
+        in_process, f"--input={inputs[0]}", f"--input={inputs[1]}", f"--output={up2}"
+    )
     assert result.returncode == 1, result.stderr
     (error,) = [line for line in result.stderr.splitlines() if "dlss-upscale: error" in line]
     assert "b.png" in error and "--overwrite" in error
@@ -185,10 +184,11 @@ def test_any_write_error_fails_that_input_only(tmp_path, monkeypatch, photo):
 # --- also noticed: --output=x.flv made a folder while x.avi was refused -------------------
 
 
-@pytest.mark.slow
-def test_a_file_like_output_name_is_refused_not_made_a_folder(tmp_path, photo):
+def test_a_file_like_output_name_is_refused_not_made_a_folder(tmp_path, photo, in_process):
     save_image(tmp_path / "in.png", photo)
-    result = run_upscale_cli(f"--input={tmp_path / 'in.png'}", f"--output={tmp_path / 'x.flv'}")
+    result = run_upscale_cli(
+        in_process, f"--input={tmp_path / 'in.png'}", f"--output={tmp_path / 'x.flv'}"
+    )
     assert result.returncode == 1, result.stderr
     assert "looks like a file name" in result.stderr, result.stderr
     assert not (tmp_path / "x.flv").exists()
