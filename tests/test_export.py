@@ -247,23 +247,11 @@ def test_load_generator_restores_ema_or_generator(tmp_path, use_ema):
 
 
 @pytest.mark.slow
-def test_export_cli_writes_a_version_folder(tmp_path, photo):
+def test_export_cli_writes_a_version_folder(tmp_path, photo, in_process):
     ema = tiny_generator(seed=3)
     model_dir = tmp_path / "model"
     write_model_dir(model_dir, generator=tiny_generator(seed=4), ema_generator=ema, step=42)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dlss_dist.cli.export",
-            f"--model={model_dir}",
-            f"--export_dir={tmp_path / 'serving'}",
-        ],
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = in_process("export", f"--model={model_dir}", f"--export_dir={tmp_path / 'serving'}")
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = tf.saved_model.load(str(tmp_path / "serving" / "42"))
     out = loaded.signatures["upscale"](images=tf.constant(photo[None]))["images"].numpy()

@@ -5,8 +5,6 @@ differs from its neighbours and a dropped, repeated or reordered frame would sho
 """
 
 import os
-import subprocess
-import sys
 import tracemalloc
 from fractions import Fraction
 from pathlib import Path
@@ -202,27 +200,17 @@ def test_errors_name_the_problem(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_upscales_one_video_to_a_file(upscaler, tmp_path):
+def test_cli_upscales_one_video_to_a_file(upscaler, tmp_path, in_process):
     clip = make_video(tmp_path / "clip.mp4", moving_frames(4), audio_codec="aac")
-    command = [
-        sys.executable,
-        "-m",
-        "dlss_dist.cli.upscale",
-        f"--model={upscaler.path}",
-        f"--input={clip}",
-        f"--output={tmp_path / 'clip_x2.mp4'}",
-        "--tile=24",
-        "--tile_overlap=4",
-    ]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    args = [f"--model={upscaler.path}", "--tile=24", "--tile_overlap=4"]
+    result = in_process("upscale", *args, f"--input={clip}", f"--output={tmp_path / 'clip_x2.mp4'}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "4 frames, 96x64 at 29.970 fps, audio copied aac" in result.stdout
     assert video.probe(str(tmp_path / "clip_x2.mp4")).frames == 4
 
     (tmp_path / "bad.mp4").write_text("not a video")
-    command[4] = f"--input={tmp_path / 'bad.mp4'}"
-    command[5] = f"--output={tmp_path / 'bad_x2.mp4'}"
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    result = in_process(
+        "upscale", *args, f"--input={tmp_path / 'bad.mp4'}", f"--output={tmp_path / 'bad_x2.mp4'}"
+    )
     assert result.returncode == 1
     assert "bad.mp4: [unreadable_video] not a readable video" in result.stderr
