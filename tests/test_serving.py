@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 from test_export import SCALE, tiny_generator, write_model_dir
-from training_helpers import REPO, run_cli
+from training_helpers import REPO
 
 from dlss_dist import export, exporters, imaging, serving
 from dlss_dist import model_dir as model_dir_lib
@@ -248,15 +248,17 @@ def test_a_wrong_model_fails_in_one_line_before_tensorflow(tmp_path):
 
 
 @pytest.mark.slow
-def test_export_converts_a_starter_model_and_refuses_an_onnx_file(tmp_path, photo):
-    result = run_cli("export", "--model=realworld_x4", f"--export_dir={tmp_path}", "--format=onnx")
+def test_export_converts_a_starter_model_and_refuses_an_onnx_file(tmp_path, photo, in_process):
+    result = in_process(
+        "export", "--model=realworld_x4", f"--export_dir={tmp_path}", "--format=onnx"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     converted = serving.load_upscaler(str(tmp_path / "1" / "model.onnx"))
     starter = serving.load_upscaler(serving.locate("realworld_x4").path)
     small = photo[:24, :32]
     assert np.abs(converted(small).astype(int) - starter(small)).max() <= 1
 
-    refused = run_cli(
+    refused = in_process(
         "export", f"--model={tmp_path / '1' / 'model.onnx'}", f"--export_dir={tmp_path / 'x'}"
     )
     assert refused.returncode == 1
