@@ -140,6 +140,24 @@ SPEED_CHILD = textwrap.dedent(
 )
 
 
+def _child_row(script: str, argv: list[str], identity: dict) -> dict:
+    """Runs `script` in a fresh process (its peak memory is its own) and returns the JSON row
+    it prints last, or `identity` with the child's last error line; prints the row too."""
+    child = subprocess.run(
+        [sys.executable, "-c", script, *argv],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if child.returncode:
+        row = {**identity, "error": child.stderr.strip().splitlines()[-1][:200]}
+    else:
+        row = json.loads(child.stdout.strip().splitlines()[-1])
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def speed(args) -> dict:
     """Automatic tiles against one untiled call, interleaved in one process per format."""
     from dlss_dist import serving
@@ -149,21 +167,13 @@ def speed(args) -> dict:
     rows = []
     for megapixels in [float(m) for m in args.sizes.split(",")]:
         for fmt in args.formats.split(","):
-            child = subprocess.run(
-                [sys.executable, "-c", SPEED_CHILD, paths[fmt], str(megapixels), str(args.rounds)]
-                + [args.max_memory],
-                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-                capture_output=True,
-                text=True,
-                check=False,
+            rows.append(
+                _child_row(
+                    SPEED_CHILD,
+                    [paths[fmt], str(megapixels), str(args.rounds), args.max_memory],
+                    {"format": fmt, "megapixels": megapixels},
+                )
             )
-            if child.returncode:
-                row = {"format": fmt, "megapixels": megapixels}
-                row["error"] = child.stderr.strip().splitlines()[-1][:200]
-            else:
-                row = json.loads(child.stdout.strip().splitlines()[-1])
-            rows.append(row)
-            print(json.dumps(row), flush=True)
     return {"model": args.model, "max_memory": args.max_memory, "rows": rows}
 
 
@@ -179,21 +189,13 @@ def sizes(args) -> dict:
             untiled = [float(m) for m in args.untiled_sizes.split(",") if m]
             modes = ["auto"] + (["untiled"] if megapixels in untiled else [])
             for mode in modes:
-                child = subprocess.run(
-                    [sys.executable, "-c", SIZES_CHILD, paths[fmt], str(megapixels), mode]
-                    + [args.max_memory],
-                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-                    capture_output=True,
-                    text=True,
-                    check=False,
+                rows.append(
+                    _child_row(
+                        SIZES_CHILD,
+                        [paths[fmt], str(megapixels), mode, args.max_memory],
+                        {"format": fmt, "megapixels": megapixels, "mode": mode},
+                    )
                 )
-                if child.returncode:
-                    row = {"format": fmt, "megapixels": megapixels, "mode": mode}
-                    row["error"] = child.stderr.strip().splitlines()[-1][:200]
-                else:
-                    row = json.loads(child.stdout.strip().splitlines()[-1])
-                rows.append(row)
-                print(json.dumps(row), flush=True)
     return {"model": args.model, "max_memory": args.max_memory, "rows": rows}
 
 
