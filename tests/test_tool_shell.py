@@ -299,3 +299,28 @@ def test_documented_command_lines_use_each_tools_current_flag_names():
                 continue  # a Beam pipeline option
             wrong.append(f"{page}: {tool} --{name}")
     assert not wrong, wrong
+
+
+def test_another_tools_checks_on_a_shared_flag_are_set_aside(in_process, tmp_path):
+    """dlss-train's "at least one --gin_file" and dlss-eval's --tile check (with its fixed
+    overlap) guard flags dlss-demo and dlss-upscale share: imported into one process, they must
+    not judge the other tool's command line (a CI run failed on exactly these two)."""
+    import importlib
+
+    for tool in ("train", "evaluate", "demo", "upscale"):
+        importlib.import_module(f"dlss_dist.cli.{tool}")
+    demo = in_process(
+        "demo", f"--output_dir={tmp_path / 'demo'}", "--gin_param=train_loop.total_stepz = 1"
+    )
+    assert demo.returncode == 1, demo.stderr
+    assert "total_stepz" in demo.stderr and "--gin_file" not in demo.stderr
+    upscale = in_process(
+        "upscale",
+        f"--model={tmp_path / 'no_model'}",
+        "--tile=24",
+        "--tile_overlap=4",
+        f"--input={tmp_path / 'no.png'}",
+        f"--output={tmp_path / 'out'}",
+    )
+    assert upscale.returncode == 1, upscale.stderr
+    assert "--tile" not in upscale.stderr

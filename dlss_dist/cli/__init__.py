@@ -219,19 +219,34 @@ def rename_deprecated(tool: str, argv: list[str], renamed: Mapping[str, str]) ->
 @contextlib.contextmanager
 def _own_validators_only(key_module: str) -> Iterator[None]:
     """While parsing, the flag checks of other tools imported into this process (a test
-    session, a notebook) are set aside: e.g. dlss-eval's required --model is not dlss-train's.
+    session, a notebook) are set aside: e.g. dlss-eval's required --model is not dlss-train's,
+    and dlss-train's "at least one --gin_file" is not dlss-demo's, though both share the flag.
+
+    A check is another tool's when it guards only flags this tool does not own (absl's
+    required-flag checks), or when its function was written in another tool's module (so a
+    tool's checks are functions of its own module, never a builtin such as `bool`). Left in
+    place: another tool's *required* mark on a flag both share (absl writes those checks).
     """
     own = {flag.name for flag in FLAGS.get_key_flags_for_module(key_module)}
     modules = {*FLAGS.flags_by_module_dict(), *FLAGS.key_flags_by_module_dict()}
-    others = {
-        flag.name
+    other_tools = {
+        module
         for module in modules
         if module != key_module and module.startswith((f"{PACKAGE}.", "beam_jobs.", "__main__"))
-        for flag in FLAGS.get_key_flags_for_module(module)
-    } - own
-    saved = {name: FLAGS[name].validators for name in others if name in FLAGS}
-    for name in saved:
-        FLAGS[name].validators = [v for v in saved[name] if set(v.get_flags_names()) <= own]
+    } - {__name__, f"{__name__}.shared_flags"}
+
+    def theirs(validator) -> bool:
+        checker = getattr(validator, "checker", None)
+        if getattr(checker, "__module__", None) in other_tools:
+            return True
+        return not set(validator.get_flags_names()) <= own
+
+    ours = own | {
+        flag.name for module in other_tools for flag in FLAGS.get_key_flags_for_module(module)
+    }  # absl's own flags (--verbosity, ...) keep their checks
+    saved = {name: FLAGS[name].validators for name in ours if name in FLAGS}
+    for name, validators in saved.items():
+        FLAGS[name].validators = [v for v in validators if not theirs(v)]
     try:
         yield
     finally:
