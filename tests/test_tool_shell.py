@@ -324,3 +324,14 @@ def test_another_tools_checks_on_a_shared_flag_are_set_aside(in_process, tmp_pat
     )
     assert upscale.returncode == 1, upscale.stderr
     assert "--tile" not in upscale.stderr
+
+
+def test_the_max_memory_flag_default_is_the_upscalers():
+    # The flag spells the default out (parsing flags must not import serving/); they must agree.
+    from absl import flags
+
+    from dlss_dist.cli import upscale  # noqa: F401  (defines --max_memory)
+    from dlss_dist.serving import memory
+
+    default = flags.FLAGS["max_memory"].default
+    assert memory.parse_memory(default) == memory.DEFAULT_MAX_MEMORY
