@@ -130,12 +130,20 @@ def _prelu_nodes(g: _Graph, x: str, slope: np.ndarray, output: str) -> list:
     ]
 
 
+def _shuffle_node(g: _Graph, x: str, output: str, block: int):
+    """A pixel shuffle (DepthToSpace, DCR: the channel order tf2onnx writes) of `x`."""
+    from onnx import helper
+
+    return helper.make_node(
+        "DepthToSpace", [x], [output], blocksize=block, mode="DCR", name=g.fresh("shuffle")
+    )
+
+
 def rewrite_prelu(model) -> int:
     """Rewrites every PReLU pattern as NCHWc-friendly ops (see the module); returns how many.
 
     A PReLU whose input is a ``DepthToSpace`` (DCR, used by nothing else) is moved before it.
     """
-    from onnx import helper
 
     g = _Graph(model.graph)
     replacements, removed = {}, set()
@@ -156,16 +164,7 @@ def rewrite_prelu(model) -> int:
             # DCR: input channel (dy * block + dx) * C + c becomes channel c at (dy, dx).
             slope = np.tile(slope, block * block)
             x, output = shuffle.input[0], g.fresh("prelu_before_shuffle")
-            tail = [
-                helper.make_node(
-                    "DepthToSpace",
-                    [output],
-                    [add.output[0]],
-                    blocksize=block,
-                    mode="DCR",
-                    name=g.fresh("shuffle"),
-                )
-            ]
+            tail = [_shuffle_node(g, output, add.output[0], block)]
             nodes = [*nodes, shuffle]
         replacements[id(add)] = [*_prelu_nodes(g, x, slope, output), *tail]
         removed.update(id(n) for n in nodes)
@@ -273,14 +272,7 @@ def fold_conv_after_shuffle(model, *, channel_block: int = _CHANNEL_BLOCK) -> in
                 kernel_shape=list(kernel.shape[2:]),
                 pads=[before, before, after, after],
             ),
-            helper.make_node(
-                "DepthToSpace",
-                [folded],
-                [conv.output[0]],
-                blocksize=block,
-                mode="DCR",
-                name=g.fresh("shuffle"),
-            ),
+            _shuffle_node(g, folded, conv.output[0], block),
         ]
         removed.update({id(conv), id(shuffle)})
         count += 1
