@@ -121,6 +121,17 @@ def _restore_logging_state(state: tuple) -> None:
 
 
 @pytest.fixture
+def photos(tmp_path) -> str:
+    """A folder of two small noise PNGs (a.png, b.png, 48x40) for the tools' CLI tests."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):
+        Image.fromarray((rng.random((40, 48, 3)) * 255).astype(np.uint8)).save(folder / name)
+    return str(folder)
+
+
+@pytest.fixture
 def in_process(capsys):
     """Runs a tool's console script in this process, as a subprocess run would, without a
     TensorFlow start-up: ``in_process("verify", "--data=d")`` -> CompletedProcess (returncode,

@@ -9,9 +9,7 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
-from PIL import Image
 from training_helpers import REPO, run_cli, train_command, train_env
 
 from dlss_dist import export
@@ -185,16 +183,6 @@ def model(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("export") / "1")
     export.export_generator(generator, path, scale=2, max_input_pixels=64 * 64)
     return path
-
-
-@pytest.fixture
-def photos(tmp_path) -> str:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for name in ("a.png", "b.png"):
-        Image.fromarray((rng.random((40, 48, 3)) * 255).astype(np.uint8)).save(folder / name)
-    return str(folder)
 
 
 def contents(folder: str) -> dict[str, bytes]:

@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 from absl import logging as absl_logging
-from PIL import Image
 from test_export import tiny_generator, write_model_dir
 from training_helpers import REPO
 
@@ -51,16 +50,6 @@ def savedmodel(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("export") / "1")
     export.export_generator(tiny_generator(), path, scale=2, max_input_pixels=64 * 64)
     return path
-
-
-@pytest.fixture
-def photos(tmp_path) -> str:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for name in ("a.png", "b.png"):
-        Image.fromarray((rng.random((40, 48, 3)) * 255).astype(np.uint8)).save(folder / name)
-    return str(folder)
 
 
 def test_eval_names_metrics_json_once(savedmodel, photos, tmp_path, console):
